@@ -1,0 +1,47 @@
+# Two commands for a fresh machine (see README.md):
+#   make demo   set everything up, then run the main job
+#   make test   set everything up, then lint and run the test suite
+# Both create (or reuse) a virtual environment in .venv inside the repository.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# CPU build here and in CI; on a GPU machine install your CUDA torch (>= 2.1)
+# into the venv first and run `make TORCH_SPEC= install`.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint pytest demo clean-venv
+
+install: $(STAMP)
+
+$(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade 'pip<26' wheel
+	test -z "$(TORCH_SPEC)" || $(PIP) install '$(TORCH_SPEC)'
+	# mmcv 2.1.0 setup.py needs pkg_resources (setuptools < 70); torch only
+	# needs newer setuptools to build its own extensions, which we never do.
+	$(PIP) install 'setuptools<70'
+	$(PIP) install --no-build-isolation -r requirements/mmcv.txt
+	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt
+	$(PIP) install --no-build-isolation --no-deps -e .
+	$(PY) -c "import mmcv.ops, mmseg.models, mmseg_resensemble"
+	touch $@
+
+lint: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
+
+pytest: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test: lint pytest
+
+demo: $(STAMP)
+	$(PY) tools/demo.py $(DEMO_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

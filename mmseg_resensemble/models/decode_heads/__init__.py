@@ -1,0 +1,4 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+from .residual_diffusion_head import ResidualDiffusionHead
+
+__all__ = ['ResidualDiffusionHead']

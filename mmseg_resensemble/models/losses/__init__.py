@@ -1,0 +1,4 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+from .noise_prediction_loss import NoisePredictionLoss
+
+__all__ = ['NoisePredictionLoss']

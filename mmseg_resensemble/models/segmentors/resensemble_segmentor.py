@@ -1,0 +1,358 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+"""ResEnsemble-DDPM: a frozen E2E segmentor ensembled with a residual DDPM."""
+import copy
+from typing import Dict, List, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.structures import PixelData
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
+                         OptSampleList, SampleList, add_prefix)
+from torch import Tensor
+
+from .e2e_learner import load_e2e_checkpoint, load_e2e_config
+
+DEFAULT_TEST_CFG = dict(
+    mode='whole', sampler='ddim', num_steps=10, eta=0., num_samples=1, seed=0)
+
+
+@MODELS.register_module()
+class ResEnsembleSegmentor(BaseSegmentor):
+    """ResEnsemble-DDPM (Shi, Dong et al. 2023) as an MMSeg segmentor.
+
+    A trained end-to-end segmentor (the *E2E learner*) stays frozen: eval
+    mode at all times, no gradients, absent from the optimizer. Its
+    backbone (and neck) features condition the diffusion learner
+    (``decode_head``, a :class:`ResidualDiffusionHead`) and are computed
+    once per image. Training (Algorithm 1) takes x̂0 from the data sample's
+    ``e2e_probs`` when the E2E cache provides it, otherwise from the E2E
+    decode head on the augmented batch. Inference (Algorithm 2) samples x̄0
+    and predicts ½(x̄0 + x̂0) (Eq. 15).
+
+    Each output :class:`SegDataSample` holds the ensemble's
+    ``seg_logits`` (log-probabilities) and ``pred_sem_seg``, and beside
+    them the E2E learner's own ``e2e_seg_logits`` and ``e2e_pred_sem_seg``
+    and the per-pixel ``uncertainty`` across ``num_samples`` samples.
+
+    Args:
+        e2e (str | dict): The E2E learner: an MMSeg config file whose
+            ``model`` is used (``mmseg::`` model-zoo configs included) or a
+            model dict. ``EncoderDecoder`` and ``CascadeEncoderDecoder``
+            are supported.
+        decode_head (dict): The diffusion learner's config.
+        e2e_checkpoint (str, optional): Weights of the E2E learner (local
+            path or URL). A ResEnsemble checkpoint holds them too, so
+            ``tools/test.py`` works with ``e2e_checkpoint=None``.
+        e2e_strict (bool): Raise on missing or unexpected E2E checkpoint
+            keys (shape mismatches always raise). Defaults to True.
+        train_cfg (dict, optional): Unused by the method; kept for MMSeg.
+        test_cfg (dict, optional): ``mode`` ('whole' | 'slide', with
+            ``crop_size`` and ``stride``), ``sampler`` ('ddpm' runs all T
+            steps as the paper; 'ddim' is the fast path), ``num_steps``,
+            ``eta``, ``num_samples`` and ``seed``. Missing keys take
+            ``DEFAULT_TEST_CFG``.
+        data_preprocessor (dict, optional): Defaults to the E2E learner's.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 e2e: Union[str, dict],
+                 decode_head: ConfigType,
+                 e2e_checkpoint: Optional[str] = None,
+                 e2e_strict: bool = True,
+                 train_cfg: OptConfigType = None,
+                 test_cfg: OptConfigType = None,
+                 data_preprocessor: OptConfigType = None,
+                 init_cfg: OptMultiConfig = None) -> None:
+        e2e_cfg = load_e2e_config(e2e)
+        if data_preprocessor is None:
+            data_preprocessor = e2e_cfg.get('data_preprocessor')
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        e2e_cfg.pop('pretrained', None)
+        self.e2e = MODELS.build(e2e_cfg)
+        if not hasattr(self.e2e, 'extract_feat') or not hasattr(
+                self.e2e, 'decode_head'):
+            raise TypeError('the E2E learner must be an EncoderDecoder or '
+                            'CascadeEncoderDecoder, got '
+                            f'{type(self.e2e).__name__}')
+        if e2e_checkpoint is not None:
+            load_e2e_checkpoint(self.e2e, e2e_checkpoint, strict=e2e_strict)
+        self.e2e_checkpoint = e2e_checkpoint
+        self.e2e.requires_grad_(False)
+        self.e2e.eval()
+
+        self.decode_head = MODELS.build(decode_head)
+        self.align_corners = self.decode_head.align_corners
+        self.num_classes = self.decode_head.num_classes
+        self.out_channels = self.decode_head.out_channels
+        if self.e2e_num_classes != self.num_classes:
+            raise ValueError(
+                f'class counts disagree: the E2E learner has '
+                f'num_classes={self.e2e_num_classes}, decode_head has '
+                f'num_classes={self.num_classes}')
+        self.train_cfg = train_cfg
+        self.test_cfg = copy.deepcopy(DEFAULT_TEST_CFG)
+        self.test_cfg.update(test_cfg or {})
+        self._check_test_cfg()
+
+    # ------------------------------------------------------------------
+    # the frozen E2E learner
+    # ------------------------------------------------------------------
+    @property
+    def e2e_num_classes(self) -> int:
+        return self.e2e.num_classes
+
+    def _check_test_cfg(self) -> None:
+        mode = self.test_cfg.get('mode')
+        if mode not in ('whole', 'slide'):
+            raise ValueError(
+                f"test_cfg.mode={mode!r} is not one of ['slide', 'whole']")
+        if mode == 'slide':
+            for key in ('crop_size', 'stride'):
+                if key not in self.test_cfg:
+                    raise ValueError(f"test_cfg.mode='slide' needs {key}")
+        num_samples = self.test_cfg.get('num_samples')
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError('test_cfg.num_samples must be an int >= 1, got '
+                             f'{num_samples!r}')
+
+    def train(self, mode: bool = True) -> 'ResEnsembleSegmentor':
+        """Train the diffusion learner; the E2E learner stays in eval."""
+        super().train(mode)
+        self.e2e.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Initialise the diffusion learner only: the E2E learner keeps
+        the weights of ``e2e_checkpoint``."""
+        self.decode_head.init_weights()
+
+    @torch.no_grad()
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """Frozen E2E backbone (and neck) features of (N, 3, H, W)."""
+        return self.e2e.extract_feat(inputs)
+
+    @torch.no_grad()
+    def e2e_logits(self, feats: List[Tensor]) -> Tensor:
+        """The E2E decode head(s) on ``feats``: logits (N, C, h, w)."""
+        heads = self.e2e.decode_head
+        if isinstance(heads, nn.ModuleList):  # CascadeEncoderDecoder
+            out = heads[0](feats)
+            for head in heads[1:]:
+                out = head(feats, out)
+            return out
+        return heads(feats)
+
+    @staticmethod
+    def logits_to_probs(logits: Tensor) -> Tensor:
+        """E2E logits (N, C, h, w) -> probabilities (N, K, h, w).
+
+        A binary E2E learner with one sigmoid output (C = 1) gives the two
+        channels [1 − p, p].
+        """
+        if logits.shape[1] == 1:
+            p = logits.float().sigmoid()
+            return torch.cat([1 - p, p], dim=1)
+        return logits.float().softmax(dim=1)
+
+    @staticmethod
+    def cached_probs(data_samples: OptSampleList,
+                     size: torch.Size) -> Optional[Tensor]:
+        """x̂0 from the E2E cache, when every sample carries ``e2e_probs``.
+
+        The maps are padded at the bottom and right, as the data
+        preprocessor pads the images, to (N, K, H, W) of ``size``.
+        """
+        if not data_samples or not all('e2e_probs' in ds
+                                       for ds in data_samples):
+            return None
+        maps = []
+        for ds in data_samples:
+            probs = ds.e2e_probs.data.float()
+            h, w = probs.shape[-2:]
+            if h > size[0] or w > size[1]:
+                raise ValueError(
+                    f'cached E2E map of {ds.metainfo.get("img_path")} is '
+                    f'{h}x{w}, larger than the input {tuple(size)}')
+            maps.append(F.pad(probs, (0, size[1] - w, 0, size[0] - h)))
+        return torch.stack(maps)
+
+    # ------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Algorithm 1 on a batch: (N, 3, H, W) images with ground truth."""
+        feats = self.extract_feat(inputs)
+        e2e_probs = self.cached_probs(data_samples, inputs.shape[-2:])
+        if e2e_probs is None:
+            e2e_probs = self.logits_to_probs(self.e2e_logits(feats))
+        losses = self.decode_head.loss(feats, e2e_probs, data_samples,
+                                       self.train_cfg)
+        return add_prefix(losses, 'decode')
+
+    # ------------------------------------------------------------------
+    # inference
+    # ------------------------------------------------------------------
+    def infer_maps(self, inputs: Tensor) -> Dict[str, Tensor]:
+        """Both learners on (N, 3, H, W) inputs, maps at (H, W).
+
+        Returns:
+            dict[str, Tensor]: ``probs`` (N, K, H, W), the ensemble;
+            ``e2e_logits`` (N, C, H, W), the E2E learner's logits;
+            ``uncertainty`` (N, 1, H, W).
+        """
+        feats = self.extract_feat(inputs)
+        logits = self.e2e_logits(feats)
+        out = self.decode_head.predict(feats, self.logits_to_probs(logits),
+                                       inputs.shape[-2:], self.test_cfg)
+        out['e2e_logits'] = logits
+        return {
+            k:
+            resize(
+                v,
+                size=inputs.shape[-2:],
+                mode='bilinear',
+                align_corners=self.align_corners)
+            for k, v in out.items()
+        }
+
+    def slide_maps(self, inputs: Tensor) -> Dict[str, Tensor]:
+        """:meth:`infer_maps` over overlapping crops, averaged.
+
+        As ``EncoderDecoder.slide_inference``: a crop larger than the image
+        is clipped to the image.
+        """
+        h_stride, w_stride = self.test_cfg['stride']
+        h_crop, w_crop = self.test_cfg['crop_size']
+        _, _, h_img, w_img = inputs.size()
+        h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+        w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+        sums: Dict[str, Tensor] = {}
+        count = inputs.new_zeros((1, 1, h_img, w_img))
+        for h_idx in range(h_grids):
+            for w_idx in range(w_grids):
+                y2 = min(h_idx * h_stride + h_crop, h_img)
+                x2 = min(w_idx * w_stride + w_crop, w_img)
+                y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+                crop = self.infer_maps(inputs[:, :, y1:y2, x1:x2])
+                pad = (x1, w_img - x2, y1, h_img - y2)
+                for k, v in crop.items():
+                    sums[k] = sums.get(k, 0) + F.pad(v, pad)
+                count[:, :, y1:y2, x1:x2] += 1
+        assert (count > 0).all()
+        return {k: v / count for k, v in sums.items()}
+
+    def inference(self, inputs: Tensor,
+                  batch_img_metas: List[dict]) -> Dict[str, Tensor]:
+        """Whole or slide inference, per ``test_cfg.mode``."""
+        if self.test_cfg['mode'] == 'slide':
+            return self.slide_maps(inputs)
+        return self.infer_maps(inputs)
+
+    def encode_decode(self, inputs: Tensor,
+                      batch_img_metas: List[dict]) -> Tensor:
+        """Ensemble log-probabilities (N, K, H, W) of (N, 3, H, W) inputs."""
+        probs = self.inference(inputs, batch_img_metas)['probs']
+        return probs.clamp(min=1e-6).log()
+
+    def predict(self,
+                inputs: Tensor,
+                data_samples: OptSampleList = None) -> SampleList:
+        """Algorithm 2 and Eq. 15, with MMSeg's post-processing.
+
+        Returns:
+            list[SegDataSample]: ``seg_logits`` (ensemble log-probabilities)
+            and ``pred_sem_seg`` as MMSeg's segmentors, plus
+            ``e2e_seg_logits``, ``e2e_pred_sem_seg`` and ``uncertainty``.
+        """
+        if data_samples is not None:
+            batch_img_metas = [ds.metainfo for ds in data_samples]
+        else:
+            batch_img_metas = [
+                dict(
+                    ori_shape=inputs.shape[2:],
+                    img_shape=inputs.shape[2:],
+                    pad_shape=inputs.shape[2:],
+                    padding_size=[0, 0, 0, 0])
+            ] * inputs.shape[0]
+        maps = self.inference(inputs, batch_img_metas)
+        results = self.postprocess_result(maps['probs'].clamp(min=1e-6).log(),
+                                          data_samples)
+        for i, result in enumerate(results):
+            meta = data_samples[i].metainfo if data_samples else None
+            e2e = self._restore(maps['e2e_logits'][i], meta)
+            if e2e.shape[0] == 1:
+                e2e_pred = (e2e.sigmoid() > 0.5).long()
+            else:
+                e2e_pred = e2e.argmax(dim=0, keepdim=True)
+            result.set_data(
+                dict(
+                    e2e_seg_logits=PixelData(data=e2e),
+                    e2e_pred_sem_seg=PixelData(data=e2e_pred),
+                    uncertainty=PixelData(
+                        data=self._restore(maps['uncertainty'][i], meta))))
+        return results
+
+    def _restore(self, seg_map: Tensor, img_meta: Optional[dict]) -> Tensor:
+        """Undo padding and flip and resize to ``ori_shape``, as
+        :meth:`postprocess_result` does with ``seg_logits``.
+
+        Args:
+            seg_map (Tensor): (C, H, W) at the network input.
+            img_meta (dict, optional): The sample's metainfo.
+
+        Returns:
+            Tensor: (C, H0, W0) at the original image size.
+        """
+        if img_meta is None:
+            return seg_map
+        H, W = seg_map.shape[-2:]
+        left, right, top, bottom = img_meta.get(
+            'img_padding_size', img_meta.get('padding_size', [0] * 4))
+        seg_map = seg_map[None, :, top:H - bottom, left:W - right]
+        if img_meta.get('flip', False):
+            direction = img_meta.get('flip_direction')
+            seg_map = seg_map.flip(
+                dims=(3, ) if direction == 'horizontal' else (2, ))
+        return resize(
+            seg_map,
+            size=img_meta['ori_shape'],
+            mode='bilinear',
+            align_corners=self.align_corners,
+            warning=False).squeeze(0)
+
+    def _forward(self,
+                 inputs: Tensor,
+                 data_samples: OptSampleList = None) -> Tensor:
+        """Tensor mode: ensemble log-probabilities (N, K, H, W)."""
+        return self.encode_decode(inputs, [])
+
+    def aug_test(self,
+                 inputs: List[Tensor],
+                 batch_img_metas: List[List[dict]],
+                 rescale: bool = True) -> List[Tensor]:
+        """Average the ensemble over augmented copies of a batch.
+
+        Args:
+            inputs (list[Tensor]): One (N, 3, H, W) batch per augmentation.
+            batch_img_metas (list[list[dict]]): Their metainfo (with
+                ``ori_shape``, and ``flip``/``flip_direction`` if flipped).
+            rescale (bool): Only True (back to ``ori_shape``) is supported.
+
+        Returns:
+            list[Tensor]: Per image, the predicted labels (H0, W0).
+        """
+        assert rescale, 'aug_test restores the original shape'
+        total = None
+        for aug_inputs, metas in zip(inputs, batch_img_metas):
+            probs = self.inference(aug_inputs, metas)['probs']
+            probs = [self._restore(p, m) for p, m in zip(probs, metas)]
+            total = probs if total is None else [
+                t + p for t, p in zip(total, probs)
+            ]
+        return [t.argmax(dim=0) for t in total]

@@ -1,0 +1,8 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+from .mask_encoding import analog_to_probs, labels_to_onehot, probs_to_analog
+from .timestep_embedding import timestep_embedding
+
+__all__ = [
+    'analog_to_probs', 'labels_to_onehot', 'probs_to_analog',
+    'timestep_embedding'
+]

@@ -1,0 +1,338 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+import copy
+
+import pytest
+import torch
+from mmengine.optim import build_optim_wrapper
+from mmengine.structures import PixelData
+from mmseg.models import SegTTAModel
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+import mmseg_resensemble  # noqa: F401
+
+K = 3
+NORM = dict(type='BN', requires_grad=True)
+DATA_PREPROCESSOR = dict(
+    type='SegDataPreProcessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size_divisor=8)
+BACKBONE = dict(
+    type='MobileNetV2',
+    widen_factor=0.25,
+    strides=(1, 2, 2, 1, 1, 1, 1),
+    dilations=(1, 1, 1, 2, 2, 2, 2),
+    out_indices=(1, 2, 4, 6),
+    norm_cfg=NORM)
+# the backbone's output channels at widen_factor 0.25
+BACKBONE_CHANNELS = [8, 8, 24, 80]
+
+
+def fcn_e2e(num_classes=K, auxiliary=True):
+    model = dict(
+        type='EncoderDecoder',
+        data_preprocessor=DATA_PREPROCESSOR,
+        backbone=BACKBONE,
+        decode_head=dict(
+            type='FCNHead',
+            in_channels=80,
+            in_index=3,
+            channels=16,
+            num_convs=1,
+            num_classes=num_classes,
+            dropout_ratio=0.5,
+            norm_cfg=NORM),
+        test_cfg=dict(mode='whole'))
+    if auxiliary:
+        model['auxiliary_head'] = dict(
+            type='FCNHead',
+            in_channels=24,
+            in_index=2,
+            channels=8,
+            num_convs=1,
+            num_classes=num_classes,
+            norm_cfg=NORM)
+    return model
+
+
+def ocr_e2e(num_classes=K):
+    return dict(
+        type='CascadeEncoderDecoder',
+        data_preprocessor=DATA_PREPROCESSOR,
+        num_stages=2,
+        backbone=BACKBONE,
+        decode_head=[
+            dict(
+                type='FCNHead',
+                in_channels=80,
+                in_index=3,
+                channels=16,
+                num_convs=1,
+                num_classes=num_classes,
+                norm_cfg=NORM),
+            dict(
+                type='OCRHead',
+                in_channels=80,
+                in_index=3,
+                channels=16,
+                ocr_channels=8,
+                num_classes=num_classes,
+                norm_cfg=NORM)
+        ],
+        test_cfg=dict(mode='whole'))
+
+
+def head_cfg(num_classes=K, **kwargs):
+    cfg = dict(
+        type='ResidualDiffusionHead',
+        in_channels=[BACKBONE_CHANNELS[1], BACKBONE_CHANNELS[3]],
+        in_index=(1, 3),
+        input_transform='resize_concat',
+        channels=16,
+        num_classes=num_classes,
+        num_blocks=2,
+        dilations=(1, 2),
+        norm_cfg=dict(type='GN', num_groups=4),
+        diffusion=dict(num_timesteps=20))
+    cfg.update(kwargs)
+    return cfg
+
+
+def build_model(e2e=None, test_cfg=None, **kwargs):
+    model = MODELS.build(
+        dict(
+            type='ResEnsembleSegmentor',
+            e2e=e2e or fcn_e2e(),
+            decode_head=kwargs.pop('decode_head', head_cfg()),
+            test_cfg=test_cfg or dict(num_steps=2),
+            **kwargs))
+    model.init_weights()
+    return model
+
+
+def make_batch(n=2, size=(24, 32), num_classes=K, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(n):
+        ds = SegDataSample(
+            metainfo=dict(
+                img_path=f'img_{len(samples)}.png',
+                img_shape=size,
+                ori_shape=size,
+                pad_shape=size,
+                padding_size=[0, 0, 0, 0]))
+        ds.gt_sem_seg = PixelData(
+            data=torch.randint(0, num_classes, (1, *size), generator=g))
+        samples.append(ds)
+    inputs = [
+        torch.randint(0, 256, (3, *size), generator=g).float()
+        for _ in range(n)
+    ]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def e2e_state(model):
+    return {k: v.clone() for k, v in model.e2e.state_dict().items()}
+
+
+@pytest.mark.parametrize('e2e_fn', [fcn_e2e, ocr_e2e])
+def test_loss_and_predict(e2e_fn):
+    model = build_model(e2e_fn())
+    data = model.data_preprocessor(make_batch(), True)
+    losses = model(**data, mode='loss')
+    assert set(losses) == {'decode.loss_noise'}
+    assert torch.isfinite(losses['decode.loss_noise'])
+    model.eval()
+    data = model.data_preprocessor(make_batch(), False)
+    results = model(**data, mode='predict')
+    assert len(results) == 2
+    for result in results:
+        assert result.seg_logits.data.shape == (K, 24, 32)
+        assert result.pred_sem_seg.shape == (24, 32)
+        assert result.e2e_seg_logits.data.shape == (K, 24, 32)
+        assert result.e2e_pred_sem_seg.shape == (24, 32)
+        assert result.uncertainty.shape == (24, 32)
+        probs = result.seg_logits.data.softmax(0)
+        torch.testing.assert_close(
+            probs.sum(0), torch.ones(24, 32), atol=1e-5, rtol=0)
+
+
+def test_e2e_prediction_matches_standalone_e2e():
+    model = build_model()
+    model.eval()
+    data = model.data_preprocessor(make_batch(), False)
+    ours = model(**data, mode='predict')
+    theirs = model.e2e.predict(data['inputs'],
+                               copy.deepcopy(data['data_samples']))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.e2e_seg_logits.data, b.seg_logits.data)
+        assert torch.equal(a.e2e_pred_sem_seg.data, b.pred_sem_seg.data)
+
+
+def test_e2e_stays_frozen_through_training():
+    model = build_model()
+    before = e2e_state(model)
+    optim_wrapper = build_optim_wrapper(
+        model,
+        dict(
+            constructor='TrainableParamsOptimWrapperConstructor',
+            optimizer=dict(type='SGD', lr=0.1, momentum=0.9)))
+    optim_params = {
+        id(p)
+        for g in optim_wrapper.optimizer.param_groups
+        for p in g['params']
+    }
+    assert not any(id(p) in optim_params for p in model.e2e.parameters())
+    assert all(id(p) in optim_params for p in model.decode_head.parameters())
+    head_before = copy.deepcopy(model.decode_head.state_dict())
+    model.train()
+    assert not model.e2e.training
+    assert all(not m.training for m in model.e2e.modules())
+    assert all(not p.requires_grad for p in model.e2e.parameters())
+    for seed in range(3):
+        model.train_step(make_batch(seed=seed), optim_wrapper)
+    after = e2e_state(model)
+    for k in before:
+        assert torch.equal(before[k], after[k]), k
+    assert any(not torch.equal(v,
+                               model.decode_head.state_dict()[k])
+               for k, v in head_before.items())
+
+
+def test_slide_inference_and_crop_larger_than_image():
+    model = build_model(
+        test_cfg=dict(
+            mode='slide', crop_size=(16, 16), stride=(8, 12), num_steps=2))
+    model.eval()
+    data = model.data_preprocessor(make_batch(n=1), False)
+    result = model(**data, mode='predict')[0]
+    assert result.pred_sem_seg.shape == (24, 32)
+    big = build_model(
+        test_cfg=dict(
+            mode='slide', crop_size=(64, 64), stride=(32, 32), num_steps=2))
+    big.load_state_dict(model.state_dict())
+    big.eval()
+    whole = build_model(test_cfg=dict(mode='whole', num_steps=2))
+    whole.load_state_dict(model.state_dict())
+    whole.eval()
+    a = big(**data, mode='predict')[0]
+    b = whole(**data, mode='predict')[0]
+    torch.testing.assert_close(a.seg_logits.data, b.seg_logits.data)
+
+
+def test_tensor_mode():
+    model = build_model()
+    model.eval()
+    data = model.data_preprocessor(make_batch(), False)
+    out = model(data['inputs'], mode='tensor')
+    assert out.shape == (2, K, 24, 32)
+
+
+def test_predict_without_data_samples():
+    model = build_model()
+    model.eval()
+    data = model.data_preprocessor(make_batch(), False)
+    results = model.predict(data['inputs'])
+    assert results[0].pred_sem_seg.shape == (24, 32)
+
+
+def test_seg_tta_model():
+    model = build_model()
+    model.eval()
+    tta = SegTTAModel(module=model)
+    batch = make_batch(n=1)
+    flipped = copy.deepcopy(batch)
+    flipped['inputs'] = [x.flip(-1) for x in flipped['inputs']]
+    for ds in flipped['data_samples']:
+        ds.set_metainfo(dict(flip=True, flip_direction='horizontal'))
+    data = dict(
+        inputs=[batch['inputs'], flipped['inputs']],
+        data_samples=[batch['data_samples'], flipped['data_samples']])
+    results = tta.test_step(data)
+    assert results[0].pred_sem_seg.shape == (24, 32)
+
+
+def test_binary_task_with_sigmoid_e2e():
+    e2e = fcn_e2e(num_classes=2, auxiliary=False)
+    e2e['decode_head'].update(out_channels=1, threshold=0.5)
+    model = build_model(e2e, decode_head=head_cfg(num_classes=2))
+    data = model.data_preprocessor(make_batch(num_classes=2), True)
+    assert torch.isfinite(model(**data, mode='loss')['decode.loss_noise'])
+    model.eval()
+    data = model.data_preprocessor(make_batch(num_classes=2), False)
+    result = model(**data, mode='predict')[0]
+    assert result.seg_logits.data.shape == (2, 24, 32)
+    assert set(result.pred_sem_seg.data.unique().tolist()) <= {0, 1}
+
+
+def test_bad_class_counts():
+    with pytest.raises(ValueError, match='num_classes=3.*num_classes=4'):
+        build_model(decode_head=head_cfg(num_classes=4))
+
+
+def test_cached_e2e_output_skips_e2e_decoder():
+    model = build_model()
+    calls = []
+    model.e2e.decode_head.register_forward_hook(lambda *args: calls.append(1))
+    batch = make_batch()
+    for ds in batch['data_samples']:
+        ds.e2e_probs = PixelData(data=torch.softmax(torch.randn(K, 24, 32), 0))
+    data = model.data_preprocessor(batch, True)
+    model(**data, mode='loss')
+    assert calls == []
+    del batch['data_samples'][0].e2e_probs
+    model(**model.data_preprocessor(batch, True), mode='loss')
+    assert calls == [1]
+
+
+def test_e2e_checkpoint_loading(tmp_path):
+    source = MODELS.build(fcn_e2e())
+    path = str(tmp_path / 'e2e.pth')
+    torch.save(dict(state_dict=source.state_dict()), path)
+    model = build_model(e2e_checkpoint=path)
+    for k, v in source.state_dict().items():
+        assert torch.equal(v, model.e2e.state_dict()[k]), k
+    # a config file path as the E2E learner
+    cfg_path = tmp_path / 'e2e_config.py'
+    cfg_path.write_text(f'model = {fcn_e2e()!r}\n')
+    model = build_model(str(cfg_path), e2e_checkpoint=path)
+    assert torch.equal(model.e2e.state_dict()['backbone.conv1.conv.weight'],
+                       source.state_dict()['backbone.conv1.conv.weight'])
+
+
+def test_e2e_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nowhere.pth'):
+        build_model(e2e_checkpoint=str(tmp_path / 'nowhere.pth'))
+    with pytest.raises(FileNotFoundError, match='missing_config.py'):
+        build_model(str(tmp_path / 'missing_config.py'))
+    other = MODELS.build(fcn_e2e(num_classes=5))
+    path = str(tmp_path / 'other.pth')
+    torch.save(other.state_dict(), path)
+    with pytest.raises(ValueError, match='shape mismatch'):
+        build_model(e2e_checkpoint=path)
+    partial = {
+        k: v
+        for k, v in MODELS.build(fcn_e2e()).state_dict().items()
+        if not k.startswith('auxiliary_head')
+    }
+    torch.save(partial, path)
+    with pytest.raises(ValueError, match='missing keys'):
+        build_model(e2e_checkpoint=path)
+    build_model(e2e_checkpoint=path, e2e_strict=False)
+    (tmp_path / 'garbage.pth').write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='could not be read'):
+        build_model(e2e_checkpoint=str(tmp_path / 'garbage.pth'))
+
+
+@pytest.mark.parametrize('test_cfg,match', [
+    (dict(mode='tiles'), 'mode'),
+    (dict(mode='slide', crop_size=(8, 8)), 'stride'),
+    (dict(num_samples=0), 'num_samples'),
+])
+def test_bad_test_cfg(test_cfg, match):
+    with pytest.raises(ValueError, match=match):
+        build_model(test_cfg=test_cfg)

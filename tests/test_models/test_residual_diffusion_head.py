@@ -1,0 +1,214 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+import pytest
+import torch
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+import mmseg_resensemble  # noqa: F401
+from mmseg_resensemble.models.utils import probs_to_analog
+
+K = 3
+
+
+def build_head(**kwargs):
+    cfg = dict(
+        type='ResidualDiffusionHead',
+        in_channels=8,
+        channels=16,
+        num_classes=K,
+        num_blocks=2,
+        dilations=(1, 2),
+        norm_cfg=dict(type='GN', num_groups=4),
+        diffusion=dict(num_timesteps=10))
+    cfg.update(kwargs)
+    head = MODELS.build(cfg)
+    head.init_weights()
+    return head
+
+
+def samples_with_gt(labels):
+    samples = []
+    for label in labels:
+        ds = SegDataSample()
+        ds.gt_sem_seg = PixelData(data=label[None].long())
+        samples.append(ds)
+    return samples
+
+
+def random_inputs(n=2, size=(8, 8)):
+    torch.manual_seed(0)
+    feats = [torch.randn(n, 8, *size)]
+    probs = torch.softmax(torch.randn(n, K, *size), dim=1)
+    labels = torch.randint(0, K, (n, *size))
+    return feats, probs, labels
+
+
+def oracle_forward(head, x_start):
+    """εθ that returns the true noise of a known x_start."""
+    d = head.diffusion
+
+    def forward(cond, x_hat, x_t, t):
+        ab = d.alphas_cumprod[t].to(x_t)[:, None, None, None]
+        return (x_t - ab.sqrt() * x_start) / (1 - ab).sqrt()
+
+    return forward
+
+
+def test_forward_shape():
+    head = build_head()
+    feats, probs, _ = random_inputs()
+    cond = head.encode_condition(feats, (8, 8))
+    x = torch.randn(2, K, 8, 8)
+    out = head(cond, probs_to_analog(probs, 1.), x, torch.tensor([0, 9]))
+    assert out.shape == (2, K, 8, 8)
+
+
+def test_working_stride_resizes_condition():
+    head = build_head(working_stride=2)
+    feats, _, _ = random_inputs(size=(4, 4))
+    cond = head.encode_condition(feats, (15, 16))
+    assert cond.shape == (2, 16, 8, 8)
+
+
+def test_loss_is_finite_and_trains():
+    head = build_head()
+    feats, probs, labels = random_inputs()
+    losses = head.loss(feats, probs, samples_with_gt(labels), None)
+    assert set(losses) == {'loss_noise'}
+    loss = losses['loss_noise']
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in head.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+
+
+def spy_on_q_sample(monkeypatch, head):
+    """Record the x_start that the head diffuses."""
+    seen = {}
+    q_sample = head.diffusion.q_sample
+
+    def spy(x_start, t, noise):
+        seen['x_start'] = x_start
+        return q_sample(x_start, t, noise)
+
+    monkeypatch.setattr(head.diffusion, 'q_sample', spy)
+    return seen
+
+
+def test_loss_target_is_residual(monkeypatch):
+    """Algorithm 1: x̄0 = x0 − R = 2·x0 − x̂0, and R = 0 where ignored."""
+    head = build_head(scale=0.5)
+    feats, probs, labels = random_inputs()
+    labels[0, :2] = 255
+    seen = spy_on_q_sample(monkeypatch, head)
+    head.loss(feats, probs, samples_with_gt(labels), None)
+    x0 = probs_to_analog(
+        torch.nn.functional.one_hot(labels.clamp(max=K - 1),
+                                    K).permute(0, 3, 1, 2).float(), 0.5)
+    x_hat = probs_to_analog(probs, 0.5)
+    expected = 2 * x0 - x_hat
+    expected[0, :, :2] = x_hat[0, :, :2]
+    torch.testing.assert_close(seen['x_start'], expected)
+
+
+def test_ignored_pixels_add_nothing():
+    head = build_head()
+    feats, probs, labels = random_inputs()
+    labels[:] = 255
+    loss = head.loss(feats, probs, samples_with_gt(labels), None)
+    assert loss['loss_noise'].item() == 0
+
+
+def test_plain_ddpm_target_is_x0(monkeypatch):
+    head = build_head(residual_target=False, condition_on_e2e=False)
+    feats, probs, labels = random_inputs()
+    seen = spy_on_q_sample(monkeypatch, head)
+    head.loss(feats, probs, samples_with_gt(labels), None)
+    assert set(seen['x_start'].unique().tolist()) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize('sampler,num_steps', [('ddim', 3), ('ddpm', None)])
+def test_predict_with_oracle_recovers_ground_truth(monkeypatch, sampler,
+                                                   num_steps):
+    """With the true noise of x̄0, the ensemble ½(x̄0 + x̂0) is x0."""
+    head = build_head()
+    feats, probs, labels = random_inputs()
+    onehot = torch.nn.functional.one_hot(labels, K).permute(0, 3, 1, 2).float()
+    x_start = 2 * probs_to_analog(onehot, 1.) - probs_to_analog(probs, 1.)
+    monkeypatch.setattr(head, 'forward', oracle_forward(head, x_start))
+    out = head.predict(feats, probs, (8, 8),
+                       dict(sampler=sampler, num_steps=num_steps))
+    torch.testing.assert_close(out['probs'], onehot, atol=1e-4, rtol=0)
+    assert torch.equal(out['probs'].argmax(1), labels)
+
+
+def test_predict_outputs_and_uncertainty():
+    head = build_head()
+    feats, probs, _ = random_inputs()
+    one = head.predict(feats, probs, (8, 8), dict(num_steps=2))
+    assert one['probs'].shape == (2, K, 8, 8)
+    assert one['uncertainty'].shape == (2, 1, 8, 8)
+    torch.testing.assert_close(one['probs'].sum(1), torch.ones(2, 8, 8))
+    assert one['uncertainty'].abs().max() == 0
+    many = head.predict(feats, probs, (8, 8), dict(num_steps=2, num_samples=4))
+    assert many['probs'].shape == (2, K, 8, 8)
+    assert many['uncertainty'].min() >= 0
+    assert many['uncertainty'].max() > 0
+
+
+def test_predict_is_reproducible_from_seed():
+    head = build_head()
+    feats, probs, _ = random_inputs()
+    cfg = dict(num_steps=3, eta=1.0, seed=7)
+    a = head.predict(feats, probs, (8, 8), cfg)['probs']
+    b = head.predict(feats, probs, (8, 8), cfg)['probs']
+    c = head.predict(feats, probs, (8, 8), dict(cfg, seed=8))['probs']
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_condition_is_computed_once_per_image():
+    head = build_head()
+    feats, probs, _ = random_inputs()
+    calls = []
+    head.cond_proj.register_forward_hook(lambda *args: calls.append(1))
+    head.predict(feats, probs, (8, 8),
+                 dict(sampler='ddim', num_steps=5, num_samples=2))
+    assert len(calls) == 1
+
+
+def test_binary_task():
+    head = build_head(num_classes=2)
+    feats, _, _ = random_inputs()
+    probs = torch.softmax(torch.randn(2, 2, 8, 8), 1)
+    labels = torch.randint(0, 2, (2, 8, 8))
+    assert torch.isfinite(
+        head.loss(feats, probs, samples_with_gt(labels), None)['loss_noise'])
+    out = head.predict(feats, probs, (8, 8), dict(num_steps=2))
+    assert out['probs'].shape == (2, 2, 8, 8)
+
+
+@pytest.mark.parametrize(
+    'kwargs,match', [(dict(dilations=(1, 2, 3)), 'dilations'),
+                     (dict(scale=0.), 'scale'),
+                     (dict(working_stride=0), 'working_stride'),
+                     (dict(diffusion=dict(beta_schedule='square')), 'square')])
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_head(**kwargs)
+
+
+def test_bad_inputs_raise():
+    head = build_head()
+    feats, probs, labels = random_inputs()
+    with pytest.raises(ValueError, match='4 classes'):
+        head.predict(feats, torch.softmax(torch.randn(2, 4, 8, 8), 1), (8, 8),
+                     {})
+    with pytest.raises(ValueError, match='num_samples'):
+        head.predict(feats, probs, (8, 8), dict(num_samples=0))
+    with pytest.raises(ValueError, match='sampler'):
+        head.predict(feats, probs, (8, 8), dict(sampler='euler'))
+    labels[0, 0, 0] = 5
+    with pytest.raises(ValueError, match=r'labels \[5\]'):
+        head.loss(feats, probs, samples_with_gt(labels), None)
