@@ -13,7 +13,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 from mmseg.utils import register_all_modules
 
-from mmseg_resensemble.utils import adapt_launcher_cfg
+from mmseg_resensemble.utils import prepare_distributed
 
 
 def parse_args():
@@ -114,7 +114,7 @@ def main():
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
-    adapt_launcher_cfg(cfg)
+    prepare_distributed(cfg)
 
     runner = Runner.from_cfg(cfg)
     runner.test()

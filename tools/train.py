@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 from mmseg.utils import register_all_modules
 
-from mmseg_resensemble.utils import adapt_launcher_cfg
+from mmseg_resensemble.utils import prepare_distributed
 
 
 def parse_args():
@@ -91,8 +91,8 @@ def main():
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
     cfg.resume = args.resume
-    # gloo and CPU-friendly DDP when the machine has no GPU
-    adapt_launcher_cfg(cfg)
+    # gloo and CPU DDP when the machine has no GPU
+    prepare_distributed(cfg)
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

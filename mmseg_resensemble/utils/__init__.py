@@ -1,9 +1,9 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 from .checkpoint_compat import (mmengine_safe_globals,
                                 register_checkpoint_safe_globals)
-from .dist import adapt_launcher_cfg
+from .dist import prepare_distributed
 
 __all__ = [
-    'adapt_launcher_cfg', 'mmengine_safe_globals',
+    'prepare_distributed', 'mmengine_safe_globals',
     'register_checkpoint_safe_globals'
 ]

@@ -1,17 +1,21 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 import torch
+import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.logging import print_log
 
 
-def adapt_launcher_cfg(cfg: Config) -> Config:
-    """Make a distributed config run on machines without a GPU.
+def prepare_distributed(cfg: Config) -> Config:
+    """Let a distributed run start on machines without a GPU.
 
-    MMSeg's configs ask for the NCCL backend and mmengine wraps the model
-    in DDP with ``device_ids=[LOCAL_RANK]``; both need CUDA. Without CUDA
-    this switches to the gloo backend and CPU DDP (``device_ids=None``),
-    so ``tools/dist_train.sh CONFIG N`` runs N CPU processes. Configs with
-    CUDA, or not launched distributed, are left as they are.
+    MMSeg's configs ask for the NCCL backend, mmengine's launcher calls
+    ``torch.cuda.set_device`` and wraps the model in DDP with
+    ``device_ids=[LOCAL_RANK]``: all three need CUDA. Without CUDA this
+    switches to the gloo backend and CPU DDP (``device_ids=None``) and, for
+    the ``pytorch`` launcher (torchrun, ``tools/dist_train.sh``),
+    initialises the gloo process group itself (mmengine then skips its own
+    initialisation), so ``tools/dist_train.sh CONFIG N`` runs N CPU
+    processes. With CUDA, or without a launcher, nothing changes.
 
     Args:
         cfg (Config): The run's config, with ``launcher`` set.
@@ -19,17 +23,21 @@ def adapt_launcher_cfg(cfg: Config) -> Config:
     Returns:
         Config: ``cfg``, modified in place.
     """
-    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.cuda.is_available():
         return cfg
     env_cfg = cfg.setdefault('env_cfg', dict())
     dist_cfg = env_cfg.setdefault('dist_cfg', dict())
     if dist_cfg.get('backend', 'nccl') == 'nccl':
         dist_cfg['backend'] = 'gloo'
-        print_log(
-            'No CUDA device: distributed training uses the gloo backend',
-            logger='current')
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel')
     wrapper.setdefault('device_ids', None)
     cfg.model_wrapper_cfg = wrapper
+    if launcher == 'pytorch' and not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend=dist_cfg['backend'])
+    print_log(
+        f'No CUDA device: distributed {launcher} run on the CPU with the '
+        f'{dist_cfg["backend"]} backend',
+        logger='current')
     return cfg

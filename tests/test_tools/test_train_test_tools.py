@@ -1,0 +1,148 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+"""tools/train.py, tools/test.py and tools/dist_train.sh end to end.
+
+The demo's configs run on a tiny generated data set for a few iterations,
+through the same command lines as a user's.
+"""
+import os
+import os.path as osp
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmseg_resensemble.datasets import generate_shapes_dataset
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+E2E_CONFIG = 'configs/e2e/fcn_m-v2-d8_1xb8-1k_shapes-96x128.py'
+RES_CONFIG = ('configs/resensemble/'
+              'resensemble_fcn-m-v2-d8_1xb8-1k_shapes-96x128.py')
+
+
+def small_run_options(data_root, iters, ckpt_interval):
+    return [
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+        f'default_hooks.checkpoint.interval={ckpt_interval}',
+        'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0',
+        'val_dataloader.persistent_workers=False',
+        'test_dataloader.num_workers=0',
+        'test_dataloader.persistent_workers=False',
+        f'train_dataloader.dataset.data_root={data_root}',
+        f'val_dataloader.dataset.data_root={data_root}',
+        f'test_dataloader.dataset.data_root={data_root}'
+    ]
+
+
+def run(args, env=None):
+    proc = subprocess.run(
+        args,
+        cwd=ROOT,
+        env=dict(os.environ, **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+def mIoU(output):
+    found = re.findall(r'mIoU: ([0-9.]+)', output)
+    assert found, output[-3000:]
+    return float(found[-1])
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('shapes'))
+    return generate_shapes_dataset(root, dict(train=6, val=3), seed=1)
+
+
+@pytest.fixture(scope='module')
+def e2e_run(data_root, tmp_path_factory):
+    """Train the E2E learner for 4 iterations, then resume it to 6."""
+    work_dir = str(tmp_path_factory.mktemp('e2e'))
+    base = [sys.executable, 'tools/train.py', E2E_CONFIG, '--work-dir',
+            work_dir, '--cfg-options']
+    first = run(base + small_run_options(data_root, 4, 2))
+    resumed = run(base[:-1] + ['--resume', '--cfg-options'] +
+                  small_run_options(data_root, 6, 2))
+    return work_dir, first, resumed
+
+
+def test_train_resume_and_test_plain_mmseg_config(e2e_run, data_root):
+    work_dir, first, resumed = e2e_run
+    assert osp.isfile(osp.join(work_dir, 'iter_4.pth'))
+    # --resume picked up iteration 4 (torch >= 2.6 weights_only load of
+    # mmengine's message hub, optimizer and schedulers)
+    assert 'resumed' in resumed.lower() and 'iter_4.pth' in resumed
+    assert 'Iter(train) [5/6]' in resumed
+    assert 'Iter(train) [1/6]' not in resumed
+    ckpt = torch.load(osp.join(work_dir, 'iter_6.pth'))  # weights_only
+    assert ckpt['meta']['iter'] == 6
+    out = run([
+        sys.executable, 'tools/test.py', E2E_CONFIG,
+        osp.join(work_dir, 'iter_6.pth'), '--work-dir', work_dir,
+        '--cfg-options'
+    ] + small_run_options(data_root, 6, 2))
+    assert 0 <= mIoU(out) <= 100
+
+
+def test_train_and_test_resensemble(e2e_run, data_root, tmp_path):
+    e2e_dir = e2e_run[0]
+    e2e_ckpt = osp.join(e2e_dir, 'iter_6.pth')
+    work_dir = str(tmp_path)
+    options = small_run_options(data_root, 3, 3) + [
+        f'model.e2e_checkpoint={e2e_ckpt}', 'model.test_cfg.num_steps=2'
+    ]
+    out = run([
+        sys.executable, 'tools/train.py', RES_CONFIG, '--work-dir', work_dir,
+        '--cfg-options'
+    ] + options)
+    assert 'decode.loss_noise' in out
+    ckpt = torch.load(osp.join(work_dir, 'iter_3.pth'))
+    e2e_state = torch.load(e2e_ckpt)['state_dict']
+    for k, v in e2e_state.items():
+        # the frozen E2E weights travel inside the ResEnsemble checkpoint
+        assert torch.equal(ckpt['state_dict'][f'e2e.{k}'], v), k
+    # the frozen E2E learner is absent from the optimizer
+    n_trainable = sum(1 for k in ckpt['state_dict']
+                      if k.startswith('decode_head.'))
+    n_optim = sum(
+        len(g['params']) for g in ckpt['optimizer']['param_groups'])
+    assert n_optim == n_trainable
+    # testing needs no E2E checkpoint: its weights come from the ResEnsemble
+    # checkpoint
+    test_options = [
+        o for o in options if not o.startswith('model.e2e_checkpoint')
+    ] + ['model.e2e_checkpoint=None']
+    out = run([
+        sys.executable, 'tools/test.py', RES_CONFIG,
+        osp.join(work_dir, 'iter_3.pth'), '--work-dir', work_dir,
+        '--cfg-options'
+    ] + test_options)
+    assert 0 <= mIoU(out) <= 100
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_dist_train_two_cpu_processes(data_root, tmp_path):
+    out = run(
+        [
+            'bash', 'tools/dist_train.sh', E2E_CONFIG, '2', '--work-dir',
+            str(tmp_path), '--cfg-options'
+        ] + small_run_options(data_root, 2, 2),
+        env=dict(PYTHON=sys.executable, PORT=str(free_port())))
+    assert 'gloo' in out
+    assert osp.isfile(osp.join(str(tmp_path), 'iter_2.pth'))
+    assert 0 <= mIoU(out) <= 100
