@@ -68,8 +68,10 @@ def data_root(tmp_path_factory):
 def e2e_run(data_root, tmp_path_factory):
     """Train the E2E learner for 4 iterations, then resume it to 6."""
     work_dir = str(tmp_path_factory.mktemp('e2e'))
-    base = [sys.executable, 'tools/train.py', E2E_CONFIG, '--work-dir',
-            work_dir, '--cfg-options']
+    base = [
+        sys.executable, 'tools/train.py', E2E_CONFIG, '--work-dir', work_dir,
+        '--cfg-options'
+    ]
     first = run(base + small_run_options(data_root, 4, 2))
     resumed = run(base[:-1] + ['--resume', '--cfg-options'] +
                   small_run_options(data_root, 6, 2))
@@ -114,8 +116,7 @@ def test_train_and_test_resensemble(e2e_run, data_root, tmp_path):
     # the frozen E2E learner is absent from the optimizer
     n_trainable = sum(1 for k in ckpt['state_dict']
                       if k.startswith('decode_head.'))
-    n_optim = sum(
-        len(g['params']) for g in ckpt['optimizer']['param_groups'])
+    n_optim = sum(len(g['params']) for g in ckpt['optimizer']['param_groups'])
     assert n_optim == n_trainable
     # testing needs no E2E checkpoint: its weights come from the ResEnsemble
     # checkpoint
@@ -142,7 +143,9 @@ def test_dist_train_two_cpu_processes(data_root, tmp_path):
             'bash', 'tools/dist_train.sh', E2E_CONFIG, '2', '--work-dir',
             str(tmp_path), '--cfg-options'
         ] + small_run_options(data_root, 2, 2),
-        env=dict(PYTHON=sys.executable, PORT=str(free_port())))
+        # one thread per process: two processes share the CPU cores
+        env=dict(
+            PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1'))
     assert 'gloo' in out
     assert osp.isfile(osp.join(str(tmp_path), 'iter_2.pth'))
     assert 0 <= mIoU(out) <= 100

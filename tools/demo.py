@@ -1,0 +1,243 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+"""The main job: ResEnsemble-DDPM end to end, E2E learner vs ensemble.
+
+With no argument it needs no data and no network: it generates a small
+multi-class data set deterministically, trains a small E2E learner with
+MMSeg's runner, builds the E2E output cache, trains ResEnsemble on top of
+the frozen E2E learner, evaluates both learners on held-out images, prints
+per-class IoU and the time of each stage, and saves one picture per sample
+(image | ground truth | E2E | ResEnsemble | uncertainty).
+
+    python tools/demo.py                       # the generated data set
+    python tools/demo.py --data-root ../shared/data/camvid
+
+A stage whose output exists in ``--work-dir`` is reused, so a second run
+only evaluates.
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import time
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, load_checkpoint
+from mmseg.registry import MODELS
+
+import mmseg_resensemble  # noqa: F401
+from mmseg_resensemble.apis import evaluate_learners, format_iou_table
+from mmseg_resensemble.datasets import generate_shapes_dataset
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# data set name -> (E2E learner config, ResEnsemble config)
+CONFIGS = {
+    'shapes':
+    ('configs/e2e/fcn_m-v2-d8_1xb8-1k_shapes-96x128.py', 'configs/resensemble/'
+     'resensemble_fcn-m-v2-d8_1xb8-1k_shapes-96x128.py'),
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--data-root',
+        help='a data set in MMSeg layout (img_dir/, ann_dir/); without it '
+        'a small data set is generated')
+    parser.add_argument(
+        '--dataset',
+        choices=sorted(CONFIGS),
+        help='which configs to use (default: from --data-root\'s name)')
+    parser.add_argument(
+        '--work-dir', default='work_dirs/demo', help='outputs go here')
+    parser.add_argument(
+        '--e2e-iters', type=int, help='override the E2E training length')
+    parser.add_argument(
+        '--res-iters', type=int, help='override the ResEnsemble training')
+    parser.add_argument(
+        '--num-samples',
+        type=int,
+        default=4,
+        help='diffusion samples per image (their spread is the uncertainty)')
+    parser.add_argument(
+        '--num-pictures', type=int, default=8, help='pictures to save')
+    parser.add_argument(
+        '--paper-sampler',
+        action='store_true',
+        help='also evaluate with DDPM over all T steps (Algorithm 2)')
+    return parser.parse_args()
+
+
+def dataset_name(args) -> str:
+    if args.dataset:
+        return args.dataset
+    if args.data_root is None:
+        return 'shapes'
+    name = osp.basename(osp.normpath(args.data_root)).lower()
+    if name not in CONFIGS:
+        raise ValueError(
+            f'cannot tell the data set of --data-root {args.data_root!r}; '
+            f'pass --dataset, one of {sorted(CONFIGS)}')
+    return name
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key].dataset.data_root = data_root
+        cfg[key].num_workers = min(cfg[key].num_workers, 1)
+        cfg[key].persistent_workers = False
+
+
+def load_cfg(path: str, data_root: str, work_dir: str, iters=None) -> Config:
+    cfg = Config.fromfile(osp.join(ROOT, path))
+    set_data_root(cfg, data_root)
+    cfg.work_dir = work_dir
+    cfg.launcher = 'none'
+    if iters is not None:
+        cfg.train_cfg.max_iters = iters
+        cfg.train_cfg.val_interval = iters
+        cfg.default_hooks.checkpoint.interval = iters
+        for scheduler in cfg.param_scheduler:
+            scheduler.end = min(scheduler.end, iters)
+    return cfg
+
+
+def final_checkpoint(cfg: Config) -> str:
+    return osp.join(cfg.work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
+
+
+def train(cfg: Config) -> str:
+    """Train with MMSeg's runner unless the final checkpoint exists."""
+    ckpt = final_checkpoint(cfg)
+    if osp.isfile(ckpt):
+        print_log(f'reusing {ckpt}', 'current')
+        return ckpt
+    Runner.from_cfg(cfg).train()
+    return ckpt
+
+
+def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    out = np.full((*label.shape, 3), 255, np.uint8)
+    valid = label < len(palette)
+    out[valid] = palette[label[valid]]
+    return out[..., ::-1]  # RGB palette -> BGR for cv2
+
+
+def save_picture(path: str, img_path: str, result, palette: np.ndarray):
+    """image | ground truth | E2E | ResEnsemble | uncertainty."""
+    img = cv2.imread(img_path)
+    size = (img.shape[1], img.shape[0])
+
+    def fit(x, interp=cv2.INTER_NEAREST):
+        return cv2.resize(x, size, interpolation=interp)
+
+    def labels(field):
+        return fit(colourise(field.data.squeeze(0).cpu().numpy(), palette))
+
+    unc = result.uncertainty.data.squeeze(0).cpu().numpy()
+    unc = (255 * unc / max(float(unc.max()), 1e-6)).astype(np.uint8)
+    unc = fit(cv2.applyColorMap(unc, cv2.COLORMAP_INFERNO), cv2.INTER_LINEAR)
+    panels = [
+        img,
+        labels(result.gt_sem_seg),
+        labels(result.e2e_pred_sem_seg),
+        labels(result.pred_sem_seg), unc
+    ]
+    sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
+    row = [p for panel in panels for p in (panel, sep)][:-1]
+    cv2.imwrite(path, np.concatenate(row, axis=1))
+
+
+def evaluate(res_cfg: Config, ckpt: str, args, picture_dir: str = None):
+    """Both learners on the test split; returns the confusion counter."""
+    model_cfg = copy.deepcopy(res_cfg.model)
+    model_cfg.e2e_checkpoint = None  # the weights are in ``ckpt``
+    model_cfg.test_cfg.num_samples = args.num_samples
+    model = MODELS.build(model_cfg)
+    load_checkpoint(model, ckpt, map_location='cpu', logger='current')
+    model.eval()
+    loader = Runner.build_dataloader(res_cfg.test_dataloader)
+    meta = loader.dataset.metainfo
+    palette = np.array(meta['palette'], np.uint8)
+    saved = []
+
+    def on_sample(batch, result):
+        if picture_dir is None or len(saved) >= args.num_pictures:
+            return
+        name = osp.splitext(osp.basename(result.img_path))[0]
+        path = osp.join(picture_dir, f'{name}.png')
+        save_picture(path, result.img_path, result, palette)
+        saved.append(path)
+
+    if picture_dir is not None:
+        os.makedirs(picture_dir, exist_ok=True)
+    counter = evaluate_learners(
+        model, loader, len(meta['classes']), on_sample=on_sample)
+    return counter, meta['classes'], saved
+
+
+def main():
+    args = parse_args()
+    init_default_scope('mmseg')
+    name = dataset_name(args)
+    work_dir = osp.abspath(args.work_dir)
+    times = OrderedDict()
+
+    start = time.perf_counter()
+    if args.data_root is None:
+        data_root = generate_shapes_dataset(
+            osp.join(work_dir, 'data', 'shapes'),
+            dict(train=200, val=50),
+            seed=0)
+    else:
+        data_root = osp.abspath(args.data_root)
+    times['data'] = time.perf_counter() - start
+
+    e2e_path, res_path = CONFIGS[name]
+    e2e_cfg = load_cfg(e2e_path, data_root, osp.join(work_dir, 'e2e'),
+                       args.e2e_iters)
+    start = time.perf_counter()
+    e2e_ckpt = train(e2e_cfg)
+    times['train E2E learner'] = time.perf_counter() - start
+
+    res_cfg = load_cfg(res_path, data_root, osp.join(work_dir, 'resensemble'),
+                       args.res_iters)
+    res_cfg.model.e2e = osp.join(ROOT, e2e_path)
+    res_cfg.model.e2e_checkpoint = e2e_ckpt
+    start = time.perf_counter()
+    res_ckpt = train(res_cfg)
+    times['train ResEnsemble'] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    picture_dir = osp.join(work_dir, 'pictures')
+    counter, classes, pictures = evaluate(res_cfg, res_ckpt, args, picture_dir)
+    test_cfg = res_cfg.model.test_cfg
+    sampler = (f"{test_cfg.sampler.upper()}-{test_cfg.get('num_steps')}"
+               f'x{args.num_samples}')
+    columns = OrderedDict([('E2E', counter.iou('e2e')),
+                           (f'ResEns {sampler}', counter.iou('resensemble'))])
+    times[f'evaluate ({sampler})'] = time.perf_counter() - start
+    if args.paper_sampler:
+        start = time.perf_counter()
+        paper_cfg = copy.deepcopy(res_cfg)
+        paper_cfg.model.test_cfg.update(sampler='ddpm', num_steps=None)
+        args_1 = copy.copy(args)
+        args_1.num_samples = 1
+        paper, _, _ = evaluate(paper_cfg, res_ckpt, args_1)
+        columns['ResEns DDPM-T'] = paper.iou('resensemble')
+        times['evaluate (DDPM, all T steps)'] = time.perf_counter() - start
+
+    print('\n' + format_iou_table(classes, columns))
+    print('\nstage'.ljust(34) + 'seconds')
+    for stage, seconds in times.items():
+        print(f'{stage:33s}{seconds:8.1f}')
+    print(f'\n{len(pictures)} pictures (image | ground truth | E2E | '
+          f'ResEnsemble | uncertainty) in {picture_dir}')
+
+
+if __name__ == '__main__':
+    main()
