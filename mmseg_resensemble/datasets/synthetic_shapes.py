@@ -52,17 +52,17 @@ def make_sample(rng: np.random.Generator,
     """One image (H, W, 3) uint8 BGR and its label map (H, W) uint8."""
     h, w = size
     # low-frequency coloured background texture
-    coarse = rng.normal(100, 35, (max(h // 16, 2), max(w // 16, 2), 3))
+    coarse = rng.normal(110, 20, (max(h // 16, 2), max(w // 16, 2), 3))
     img = cv2.resize(
         coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     label = np.zeros((h, w), np.uint8)
-    for _ in range(rng.integers(3, 7)):
+    for _ in range(rng.integers(4, 9)):
         kind = int(rng.integers(1, len(CLASSES)))
-        radius = int(rng.integers(max(min(h, w) // 12, 3), min(h, w) // 5))
+        radius = int(rng.integers(max(min(h, w) // 10, 3), min(h, w) // 4))
         centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         mask = np.zeros((h, w), np.uint8)
         _draw_object(mask, kind, centre, radius, rng.uniform(0, np.pi))
-        colour = _CLASS_COLOURS[kind - 1] + rng.normal(0, 22, 3)
+        colour = _CLASS_COLOURS[kind - 1] + rng.normal(0, 25, 3)
         shade = rng.normal(0, 18, (h, w, 1))
         img = np.where(mask[..., None] > 0, colour + shade, img)
         label[mask > 0] = kind
@@ -72,7 +72,7 @@ def make_sample(rng: np.random.Generator,
                    int(rng.integers(2, max(min(h, w) // 16, 3))), IGNORE_INDEX,
                    -1)
     img = cv2.GaussianBlur(img, (0, 0), sigmaX=float(rng.uniform(0.5, 1.5)))
-    img = img + rng.normal(0, 14, img.shape)
+    img = img + rng.normal(0, 12, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 

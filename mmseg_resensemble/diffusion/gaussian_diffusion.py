@@ -169,6 +169,29 @@ class GaussianDiffusion:
                 _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t,
                                      x_t.shape, **kw) * eps)
 
+    def predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor,
+                                x_start: torch.Tensor) -> torch.Tensor:
+        """The noise that takes ``x_0`` to ``x_t`` (Eq. 5 solved for eps).
+
+        ``eps = (x_t / sqrt(alpha_bar_t) - x_0) /
+        sqrt(1 / alpha_bar_t - 1)``.
+
+        Args:
+            x_t (Tensor): Shape ``(N, C, H, W)``.
+            t (Tensor): LongTensor of shape ``(N,)``, 0-based steps.
+            x_start (Tensor): ``x_0`` of ``x_t``'s shape.
+
+        Returns:
+            Tensor: The noise, with ``x_t``'s shape and dtype.
+        """
+        self._check_t(t, x_t)
+        assert x_start.shape == x_t.shape, (x_start.shape, x_t.shape)
+        kw = dict(dtype=x_t.dtype, device=x_t.device)
+        return ((_extract_into_tensor(self.sqrt_recip_alphas_cumprod, t,
+                                      x_t.shape, **kw) * x_t - x_start) /
+                _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t,
+                                     x_t.shape, **kw))
+
     # ------------------------------------------------------------------
     # Reverse process
     # ------------------------------------------------------------------
@@ -301,7 +324,8 @@ class GaussianDiffusion:
                generator: Optional[torch.Generator] = None,
                noise: Optional[torch.Tensor] = None,
                device: Optional[torch.device] = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+               dtype: torch.dtype = torch.float32,
+               clip_denoised: Optional[float] = None) -> torch.Tensor:
         """Run the reverse process from ``x_T`` to ``x_0`` (Algorithm 2).
 
         Runs under ``torch.no_grad()``. Randomness comes only from
@@ -325,6 +349,15 @@ class GaussianDiffusion:
                 and dtype override ``device`` and ``dtype``.
             device (torch.device, optional): Target device; CPU if None.
             dtype (torch.dtype): Target dtype. Defaults to float32.
+            clip_denoised (float, optional): If given, the ``x_0`` predicted
+                from ``eps`` at each step is clipped to ``[-c, c]`` and
+                ``eps`` re-derived from it (improved-diffusion's
+                ``clip_denoised``; with DDPM this is the posterior mean
+                ``mu~(x_t, clip(x_0))`` of Eq. 7). Few-step DDIM needs it: at
+                large ``t``, ``x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) /
+                sqrt(alpha_bar_t)`` amplifies the error of ``eps`` by up to
+                ``1 / sqrt(alpha_bar_T)``. None (the default) is Algorithm 2
+                exactly.
 
         Returns:
             Tensor: ``x_0`` of shape ``shape``.
@@ -341,6 +374,9 @@ class GaussianDiffusion:
                 f"sampler 'ddim' for fewer steps (valid choices {SAMPLERS})")
         if eta < 0:
             raise ValueError(f'eta must be >= 0, got {eta!r}')
+        if clip_denoised is not None and clip_denoised <= 0:
+            raise ValueError(
+                f'clip_denoised must be > 0 or None, got {clip_denoised!r}')
         shape = tuple(int(s) for s in shape)
         if noise is not None:
             if tuple(noise.shape) != shape:
@@ -370,6 +406,10 @@ class GaussianDiffusion:
             if tuple(eps.shape) != shape:
                 raise ValueError(f'eps_fn returned shape {tuple(eps.shape)}, '
                                  f'expected {shape}')
+            if clip_denoised is not None:
+                x_start = self.predict_xstart_from_eps(x, t_batch, eps.to(x))
+                eps = self.predict_eps_from_xstart(
+                    x, t_batch, x_start.clamp(-clip_denoised, clip_denoised))
             if sampler == 'ddpm':
                 z = randn() if t > 0 else None
                 x = self.ddpm_step(eps, t, x, noise=z)

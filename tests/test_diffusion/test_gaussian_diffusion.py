@@ -373,3 +373,67 @@ def test_invalid_step_arguments():
         d.ddim_step(x, 3, -2, x)
     with pytest.raises(AssertionError):
         d.ddpm_step(torch.zeros(1, 3, 4, 4), 3, x)
+
+
+def test_predict_eps_from_xstart_inverts_predict_xstart_from_eps():
+    d = GaussianDiffusion(num_timesteps=20)
+    g = torch.Generator().manual_seed(0)
+    x_t = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+    eps = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 7, 19])
+    x0 = d.predict_xstart_from_eps(x_t, t, eps)
+    torch.testing.assert_close(d.predict_eps_from_xstart(x_t, t, x0), eps)
+
+
+def test_clip_denoised_bounds_the_prediction():
+    """A wild eps_fn: clipped DDIM(eta=0) ends inside [-c, c]."""
+    d = GaussianDiffusion(num_timesteps=50)
+    shape = (2, 3, 4, 4)
+
+    def wild(x, t):
+        return 50 * torch.ones_like(x)
+
+    out = d.sample(
+        wild,
+        shape,
+        sampler='ddim',
+        num_steps=4,
+        generator=torch.Generator().manual_seed(0),
+        clip_denoised=2.0)
+    assert out.abs().max() <= 2.0 + 1e-5
+    free = d.sample(
+        wild,
+        shape,
+        sampler='ddim',
+        num_steps=4,
+        generator=torch.Generator().manual_seed(0))
+    assert free.abs().max() > 2.0
+
+
+@pytest.mark.parametrize('sampler,num_steps', [('ddim', 5), ('ddpm', None)])
+def test_clip_denoised_keeps_oracle_exact(sampler, num_steps):
+    """Clipping to a range holding x0 changes nothing for the oracle."""
+    d = GaussianDiffusion(num_timesteps=30)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+
+    def oracle(x, t):
+        return d.predict_eps_from_xstart(x, t, x0)
+
+    kw = dict(sampler=sampler, num_steps=num_steps, dtype=torch.float64)
+    a = d.sample(
+        oracle,
+        x0.shape,
+        generator=torch.Generator().manual_seed(2),
+        clip_denoised=1.0,
+        **kw)
+    b = d.sample(
+        oracle, x0.shape, generator=torch.Generator().manual_seed(2), **kw)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, x0)
+
+
+def test_clip_denoised_must_be_positive():
+    d = GaussianDiffusion(num_timesteps=10)
+    with pytest.raises(ValueError, match='clip_denoised'):
+        d.sample(lambda x, t: x, (1, 1, 2, 2), clip_denoised=0.)

@@ -235,6 +235,12 @@ class ResidualDiffusionHead(BaseDecodeHead):
     # ------------------------------------------------------------------
     # the method
     # ------------------------------------------------------------------
+    @property
+    def target_bound(self) -> float:
+        """Bound of the generated target: x̄0 = 2·x0 − x̂0 lies in [-3s, 3s]
+        (x0 in {-s, s}, x̂0 in [-s, s]); x0 itself in [-s, s]."""
+        return (3. if self.residual_target else 1.) * self.scale
+
     def encode_e2e(self, e2e_probs: Tensor, size: Sequence[int]) -> Tensor:
         """x̂0: E2E probabilities (N, K, H', W') -> (N, K, h, w) in [-s, s].
         """
@@ -305,7 +311,10 @@ class ResidualDiffusionHead(BaseDecodeHead):
             e2e_probs (Tensor): E2E probabilities (N, K, H', W').
             input_size (Sequence[int]): Network input size (H, W).
             test_cfg (dict): ``sampler`` ('ddpm' | 'ddim'), ``num_steps``
-                (None: all T), ``eta``, ``num_samples`` and ``seed``.
+                (None: all T), ``eta``, ``num_samples``, ``seed`` and
+                ``clip_denoised`` (clip the x0 predicted at each step to the
+                target's range, [-3s, 3s] for x̄0; default: True for 'ddim',
+                False for 'ddpm', which is then Algorithm 2 exactly).
 
         Returns:
             dict[str, Tensor]: ``probs``, the ensemble probabilities
@@ -319,6 +328,9 @@ class ResidualDiffusionHead(BaseDecodeHead):
         eta = test_cfg.get('eta', 0.)
         num_samples = test_cfg.get('num_samples', 1)
         seed = test_cfg.get('seed', 0)
+        clip = test_cfg.get('clip_denoised', None)
+        if clip is None:
+            clip = sampler == 'ddim'
         if sampler not in SAMPLERS:
             raise ValueError(f'test_cfg.sampler={sampler!r} is not one of '
                              f'{sorted(SAMPLERS)}')
@@ -346,7 +358,8 @@ class ResidualDiffusionHead(BaseDecodeHead):
             eta=eta,
             generator=generator,
             device=x_hat.device,
-            dtype=x_hat.dtype)
+            dtype=x_hat.dtype,
+            clip_denoised=self.target_bound if clip else None)
         # Eq. 15: the two learners err in opposite directions
         out = (x_start + x_hat) / 2 if self.residual_target else x_start
         probs = analog_to_probs(out, self.scale).clamp(min=0)
