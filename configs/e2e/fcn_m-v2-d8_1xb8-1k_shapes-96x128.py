@@ -42,7 +42,7 @@ model = dict(
     test_cfg=dict(mode='whole'))
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4),
+    optimizer=dict(type='AdamW', lr=4e-3, weight_decay=1e-4),
     clip_grad=None)
 param_scheduler = [
     dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=1000,

@@ -51,3 +51,6 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 randomness = dict(seed=0)
+# mIoU of the ensemble and, as e2e_mIoU, of the frozen E2E learner alone
+val_evaluator = dict(type='ResEnsembleIoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
