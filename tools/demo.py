@@ -22,7 +22,6 @@ import time
 from collections import OrderedDict
 
 import cv2
-import numpy as np
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
@@ -30,7 +29,8 @@ from mmengine.runner import Runner, load_checkpoint
 from mmseg.registry import MODELS
 
 import mmseg_resensemble  # noqa: F401
-from mmseg_resensemble.apis import evaluate_learners, format_iou_table
+from mmseg_resensemble.apis import (evaluate_learners, format_iou_table,
+                                    side_by_side)
 from mmseg_resensemble.datasets import generate_shapes_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -120,36 +120,10 @@ def train(cfg: Config) -> str:
     return ckpt
 
 
-def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    out = np.full((*label.shape, 3), 255, np.uint8)
-    valid = label < len(palette)
-    out[valid] = palette[label[valid]]
-    return out[..., ::-1]  # RGB palette -> BGR for cv2
-
-
-def save_picture(path: str, img_path: str, result, palette: np.ndarray):
+def save_picture(path: str, result, palette) -> None:
     """image | ground truth | E2E | ResEnsemble | uncertainty."""
-    img = cv2.imread(img_path)
-    size = (img.shape[1], img.shape[0])
-
-    def fit(x, interp=cv2.INTER_NEAREST):
-        return cv2.resize(x, size, interpolation=interp)
-
-    def labels(field):
-        return fit(colourise(field.data.squeeze(0).cpu().numpy(), palette))
-
-    unc = result.uncertainty.data.squeeze(0).cpu().numpy()
-    unc = (255 * unc / max(float(unc.max()), 1e-6)).astype(np.uint8)
-    unc = fit(cv2.applyColorMap(unc, cv2.COLORMAP_INFERNO), cv2.INTER_LINEAR)
-    panels = [
-        img,
-        labels(result.gt_sem_seg),
-        labels(result.e2e_pred_sem_seg),
-        labels(result.pred_sem_seg), unc
-    ]
-    sep = np.full((img.shape[0], 4, 3), 255, np.uint8)
-    row = [p for panel in panels for p in (panel, sep)][:-1]
-    cv2.imwrite(path, np.concatenate(row, axis=1))
+    cv2.imwrite(path,
+                side_by_side(cv2.imread(result.img_path), result, palette))
 
 
 def evaluate(res_cfg: Config, ckpt: str, args, picture_dir: str = None):
@@ -162,7 +136,7 @@ def evaluate(res_cfg: Config, ckpt: str, args, picture_dir: str = None):
     model.eval()
     loader = Runner.build_dataloader(res_cfg.test_dataloader)
     meta = loader.dataset.metainfo
-    palette = np.array(meta['palette'], np.uint8)
+    palette = meta['palette']
     saved = []
 
     def on_sample(batch, result):
@@ -170,7 +144,7 @@ def evaluate(res_cfg: Config, ckpt: str, args, picture_dir: str = None):
             return
         name = osp.splitext(osp.basename(result.img_path))[0]
         path = osp.join(picture_dir, f'{name}.png')
-        save_picture(path, result.img_path, result, palette)
+        save_picture(path, result, palette)
         saved.append(path)
 
     if picture_dir is not None:

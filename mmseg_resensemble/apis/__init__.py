@@ -1,4 +1,8 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 from .evaluation import ConfusionCounter, evaluate_learners, format_iou_table
+from .visualization import colourise, side_by_side
 
-__all__ = ['ConfusionCounter', 'evaluate_learners', 'format_iou_table']
+__all__ = [
+    'ConfusionCounter', 'evaluate_learners', 'format_iou_table', 'colourise',
+    'side_by_side'
+]

@@ -1,4 +1,6 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
+from .e2e_cache_store import E2ECacheError, E2ECacheStore  # noqa: F401
 from .synthetic_shapes import SyntheticShapesDataset, generate_shapes_dataset
+from .transforms import *  # noqa: F401,F403
 
 __all__ = ['SyntheticShapesDataset', 'generate_shapes_dataset']

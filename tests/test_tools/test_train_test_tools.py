@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 
+import cv2
 import pytest
 import torch
 
@@ -96,10 +97,11 @@ def test_train_resume_and_test_plain_mmseg_config(e2e_run, data_root):
     assert 0 <= mIoU(out) <= 100
 
 
-def test_train_and_test_resensemble(e2e_run, data_root, tmp_path):
-    e2e_dir = e2e_run[0]
-    e2e_ckpt = osp.join(e2e_dir, 'iter_6.pth')
-    work_dir = str(tmp_path)
+@pytest.fixture(scope='module')
+def res_run(e2e_run, data_root, tmp_path_factory):
+    """Train ResEnsemble for 3 iterations on the E2E learner."""
+    e2e_ckpt = osp.join(e2e_run[0], 'iter_6.pth')
+    work_dir = str(tmp_path_factory.mktemp('resensemble'))
     options = small_run_options(data_root, 3, 3) + [
         f'model.e2e_checkpoint={e2e_ckpt}', 'model.test_cfg.num_steps=2'
     ]
@@ -107,6 +109,11 @@ def test_train_and_test_resensemble(e2e_run, data_root, tmp_path):
         sys.executable, 'tools/train.py', RES_CONFIG, '--work-dir', work_dir,
         '--cfg-options'
     ] + options)
+    return work_dir, e2e_ckpt, out, options
+
+
+def test_train_and_test_resensemble(res_run, data_root):
+    work_dir, e2e_ckpt, out, options = res_run
     assert 'decode.loss_noise' in out
     ckpt = torch.load(osp.join(work_dir, 'iter_3.pth'))
     e2e_state = torch.load(e2e_ckpt)['state_dict']
@@ -119,7 +126,7 @@ def test_train_and_test_resensemble(e2e_run, data_root, tmp_path):
     n_optim = sum(len(g['params']) for g in ckpt['optimizer']['param_groups'])
     assert n_optim == n_trainable
     # testing needs no E2E checkpoint: its weights come from the ResEnsemble
-    # checkpoint
+    # checkpoint; the metric reports both learners
     test_options = [
         o for o in options if not o.startswith('model.e2e_checkpoint')
     ] + ['model.e2e_checkpoint=None']
@@ -129,6 +136,36 @@ def test_train_and_test_resensemble(e2e_run, data_root, tmp_path):
         '--cfg-options'
     ] + test_options)
     assert 0 <= mIoU(out) <= 100
+    assert re.search(r'e2e_mIoU: [0-9.]+', out)
+
+
+def test_infer_tool_and_mmseg_inferencer(res_run, data_root, tmp_path):
+    work_dir = res_run[0]
+    ckpt = osp.join(work_dir, 'iter_3.pth')
+    image = osp.join(data_root, 'img_dir', 'val', '00000.png')
+    out_dir = str(tmp_path / 'out')
+    run([
+        sys.executable, 'tools/infer.py', RES_CONFIG, ckpt, image, '--out',
+        out_dir, '--num-samples', '2', '--cfg-options',
+        'model.test_cfg.num_steps=2'
+    ])
+    img = cv2.imread(image)
+    pred = cv2.imread(osp.join(out_dir, '00000.png'), cv2.IMREAD_UNCHANGED)
+    e2e = cv2.imread(osp.join(out_dir, '00000_e2e.png'), cv2.IMREAD_UNCHANGED)
+    vis = cv2.imread(osp.join(out_dir, '00000_vis.png'))
+    assert pred.shape == e2e.shape == img.shape[:2]
+    assert pred.max() < 5
+    assert vis.shape[0] == img.shape[0] and vis.shape[1] > 3 * img.shape[1]
+    # MMSeg's own inferencer builds and runs the model from the config
+    from mmengine.config import Config
+    from mmseg.apis import MMSegInferencer
+    cfg = Config.fromfile(osp.join(ROOT, RES_CONFIG))
+    cfg.model.e2e_checkpoint = None  # the weights are in ckpt
+    cfg.model.test_cfg.num_steps = 2
+    inferencer = MMSegInferencer(model=cfg, weights=ckpt, device='cpu')
+    result = inferencer(image, return_datasamples=True)
+    assert result.pred_sem_seg.data.shape[-2:] == img.shape[:2]
+    assert 'e2e_pred_sem_seg' in result
 
 
 def free_port():

@@ -56,6 +56,8 @@ class ResEnsembleSegmentor(BaseSegmentor):
             ``eta``, ``num_samples`` and ``seed``. Missing keys take
             ``DEFAULT_TEST_CFG``.
         data_preprocessor (dict, optional): Defaults to the E2E learner's.
+        pretrained (str, optional): Must be None (accepted because MMSeg's
+            ``init_model`` sets it); use ``e2e_checkpoint``.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -67,7 +69,12 @@ class ResEnsembleSegmentor(BaseSegmentor):
                  train_cfg: OptConfigType = None,
                  test_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None,
+                 pretrained: Optional[str] = None,
                  init_cfg: OptMultiConfig = None) -> None:
+        if pretrained is not None:
+            raise ValueError(
+                f'pretrained={pretrained!r}: ResEnsembleSegmentor takes the '
+                'E2E learner\'s weights from e2e_checkpoint')
         e2e_cfg = load_e2e_config(e2e)
         if data_preprocessor is None:
             data_preprocessor = e2e_cfg.get('data_preprocessor')

@@ -1,0 +1,548 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+"""Build the E2E output cache before training (Algorithm 1: x̂0 = E2E(I0)
+needs no gradient and can be cached)."""
+import copy
+import json
+import os
+import os.path as osp
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+import torch.nn.functional as F
+from mmengine.dataset import Compose, InfiniteSampler
+from mmengine.dist import all_reduce, barrier, get_dist_info
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.utils import ProgressBar
+from mmseg.registry import HOOKS
+from torch import Tensor
+
+from mmseg_resensemble.datasets.e2e_cache_store import (
+    E2ECacheError, E2ECacheStore, canonical_json, file_sha256,
+    fingerprint_digest, state_dict_sha256)
+from mmseg_resensemble.datasets.transforms import LoadE2ECache
+
+__all__ = ['E2ECacheHook']
+
+
+def _type_name(transform_cfg: Any) -> str:
+    """The ``type`` of a transform config, as a name."""
+    t = transform_cfg.get('type', '') if isinstance(transform_cfg,
+                                                    dict) else ''
+    return t if isinstance(t, str) else getattr(t, '__name__', str(t))
+
+
+def base_datasets(dataset: Any) -> Iterator[Any]:
+    """The datasets inside ``ConcatDataset``/``RepeatDataset``/... ."""
+    if hasattr(dataset, 'datasets'):
+        for ds in dataset.datasets:
+            yield from base_datasets(ds)
+    elif hasattr(dataset, 'dataset'):
+        yield from base_datasets(dataset.dataset)
+    else:
+        yield dataset
+
+
+def _iter_transforms(transforms: Any) -> Iterator[Any]:
+    """Every transform inside a ``Compose`` (nested ones included)."""
+    for t in getattr(transforms, 'transforms', None) or []:
+        yield t
+        yield from _iter_transforms(t)
+
+
+@HOOKS.register_module()
+class E2ECacheHook(Hook):
+    """Compute x̂0 = E2E(I0) of every training image once, before training.
+
+    Before training it runs the frozen E2E learner of the
+    ``ResEnsembleSegmentor`` in test mode (``model.e2e.test_cfg``: whole or
+    slide) over every image of the training set, through a test pipeline,
+    and stores the probabilities at the E2E decoder's resolution in
+    ``cache_dir`` (see :mod:`mmseg_resensemble.datasets.e2e_cache_store`).
+    :class:`LoadE2ECache` and :class:`PackResEnsembleInputs` in the train
+    pipeline then feed them to the segmentor, which skips the E2E decode
+    head (the backbone still runs for the diffusion learner's features).
+
+    A cache whose fingerprint matches (E2E config, architecture, weights
+    and checkpoint bytes, data preprocessor, test pipeline, classes and
+    storage format) is reused: every entry is checked and only missing,
+    invalid or stale ones are computed, so a killed build resumes. A cache
+    with another fingerprint is rebuilt, and the log says which fields
+    changed. Each rank computes every ``world_size``-th image; the ranks
+    then wait for each other.
+
+    Args:
+        cache_dir (str, optional): The cache directory; share it between
+            runs of the same E2E learner. None takes the ``cache_dir`` of
+            the train pipeline's :class:`LoadE2ECache`, else
+            ``{work_dir}/e2e_cache``.
+        pipeline (list[dict], optional): The test pipeline that loads an
+            image for the E2E learner. None takes the ``test_dataloader``'s
+            (else the ``val_dataloader``'s) pipeline without its
+            annotation loading.
+        topk (int, optional): Store only the k most probable classes per
+            pixel (for many classes, e.g. ADE20K's 150). None stores all.
+        compress (bool): zlib-compress the entries. Defaults to True.
+        rebuild (bool): Recompute every entry even if the cache is valid.
+            Defaults to False.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self,
+                 cache_dir: Optional[str] = None,
+                 *,
+                 pipeline: Optional[List[dict]] = None,
+                 topk: Optional[int] = None,
+                 compress: bool = True,
+                 rebuild: bool = False) -> None:
+        if cache_dir is not None and (not isinstance(cache_dir, str)
+                                      or not cache_dir):
+            raise ValueError('cache_dir must be a non-empty str or None, '
+                             f'got {cache_dir!r}')
+        if topk is not None and (not isinstance(topk, int) or topk < 1):
+            raise ValueError(f'topk must be an int >= 1 or None, got {topk!r}')
+        if pipeline is not None and not isinstance(pipeline, (list, tuple)):
+            raise ValueError('pipeline must be a list of transform dicts, '
+                             f'got {pipeline!r}')
+        self.cache_dir = cache_dir
+        self.pipeline = pipeline
+        self.topk = topk
+        self.compress = compress
+        self.rebuild = rebuild
+        # what the last build did, summed over ranks
+        self.stats: Dict[str, int] = {}
+        self._slide_stride: Optional[float] = None
+
+    # ------------------------------------------------------------------
+    # the hook
+    # ------------------------------------------------------------------
+    def before_train(self, runner) -> None:
+        """Build or complete the cache, then restart the data workers."""
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        if not (hasattr(model, 'e2e') and hasattr(model, 'e2e_logits')):
+            raise TypeError('E2ECacheHook needs a ResEnsembleSegmentor, got '
+                            f'{type(model).__name__}')
+        dataset = runner.train_dataloader.dataset
+        self._slide_stride = None
+        cache_dir = self._resolve_cache_dir(runner, dataset)
+        samples = self._training_samples(dataset)
+        if not samples:
+            raise ValueError('E2ECacheHook: the training set has no images')
+        pipeline_cfg = self._test_pipeline_cfg(runner)
+        pipeline = Compose(copy.deepcopy(pipeline_cfg))
+        classes = list(dataset.metainfo.get('classes') or [])
+        num_classes = 2 if model.e2e.num_classes == 1 else int(
+            model.e2e.num_classes)
+        if self.topk is not None and self.topk >= num_classes:
+            raise ValueError(f'topk={self.topk} must be < num_classes='
+                             f'{num_classes}; use topk=None')
+        fields = self.fingerprint_fields(
+            model,
+            pipeline_cfg,
+            classes,
+            num_classes,
+            cfg=runner.cfg,
+            topk=self.topk)
+        digest = fingerprint_digest(fields)
+        key_root = self._key_root(dataset, samples)
+        store = E2ECacheStore(cache_dir)
+        rank, world_size = get_dist_info()
+        meta_kwargs = dict(
+            digest=digest,
+            fingerprint=fields,
+            num_classes=num_classes,
+            topk=self.topk,
+            key_root=key_root,
+            e2e_checkpoint=getattr(model, 'e2e_checkpoint', None),
+            num_images=len(samples))
+        if rank == 0:
+            self._prepare(store, fields, meta_kwargs)
+        barrier()
+        meta = store.read_meta()
+
+        mine = samples[rank::world_size]
+        counts = self._fill(model, store, meta, pipeline, mine, rank)
+        total = torch.tensor(
+            [counts['reused'], counts['computed'], counts['repaired']],
+            dtype=torch.int64)
+        all_reduce(total)
+        self.stats = dict(
+            images=len(samples),
+            reused=int(total[0]),
+            computed=int(total[1]),
+            repaired=int(total[2]))
+        if rank == 0:
+            done = self.stats['reused'] + self.stats['computed']
+            store.write_meta(complete=done == len(samples), **meta_kwargs)
+            size = store.disk_bytes()
+            print_log(
+                f'E2E cache {cache_dir} ready: {len(samples)} images, '
+                f'{self.stats["reused"]} reused, {self.stats["computed"]} '
+                f'computed ({self.stats["repaired"]} of them replaced '
+                f'invalid entries); {size / 2**20:.1f} MiB, '
+                f'{size / len(samples) / 1024:.1f} KiB per image',
+                logger='current')
+        barrier()
+        self._restart_train_dataloader(runner)
+
+    # ------------------------------------------------------------------
+    # configuration
+    # ------------------------------------------------------------------
+    def _cache_transforms(self, dataset: Any) -> List[LoadE2ECache]:
+        """The ``LoadE2ECache`` transforms of the training pipelines."""
+        found = []
+        for ds in base_datasets(dataset):
+            for t in _iter_transforms(getattr(ds, 'pipeline', None)):
+                if isinstance(t, LoadE2ECache):
+                    found.append(t)
+        return found
+
+    def _resolve_cache_dir(self, runner, dataset: Any) -> str:
+        """The cache directory; fills it into the ``LoadE2ECache`` of the
+        train pipeline and checks that they agree."""
+        transforms = self._cache_transforms(dataset)
+        named = {
+            osp.abspath(t.cache_dir)
+            for t in transforms if t.cache_dir is not None
+        }
+        if self.cache_dir is not None:
+            cache_dir = self.cache_dir
+        elif len(named) == 1:
+            cache_dir = next(iter(named))
+        elif len(named) > 1:
+            raise ValueError('the LoadE2ECache transforms of the training '
+                             f'set disagree on cache_dir: {sorted(named)}')
+        else:
+            cache_dir = osp.join(runner.work_dir, 'e2e_cache')
+        for t in transforms:
+            if t.cache_dir is None:
+                t.cache_dir = cache_dir
+            elif osp.abspath(t.cache_dir) != osp.abspath(cache_dir):
+                raise ValueError(
+                    f'E2ECacheHook(cache_dir={cache_dir!r}) and the train '
+                    f'pipeline\'s LoadE2ECache(cache_dir={t.cache_dir!r}) '
+                    'disagree')
+        if not transforms:
+            print_log(
+                'E2ECacheHook: the train pipeline has no LoadE2ECache, so '
+                f'the cache built in {cache_dir} is not used: training '
+                'computes x̂0 on the fly. Add LoadE2ECache after '
+                'LoadAnnotations and PackResEnsembleInputs instead of '
+                'PackSegInputs to use it.',
+                logger='current',
+                level=30)
+        return cache_dir
+
+    def _test_pipeline_cfg(self, runner) -> List[dict]:
+        """The test pipeline without annotation loading."""
+        if self.pipeline is not None:
+            pipeline = list(self.pipeline)
+        else:
+            cfg = runner.cfg
+            pipeline = None
+            for name in ('test_dataloader', 'val_dataloader'):
+                loader = cfg.get(name) if cfg is not None else None
+                if loader and loader.get('dataset', {}).get('pipeline'):
+                    pipeline = loader['dataset']['pipeline']
+                    break
+            if pipeline is None:
+                raise ValueError('E2ECacheHook found no test_dataloader or '
+                                 'val_dataloader pipeline; give it `pipeline`')
+        out = []
+        for t in pipeline:
+            name = _type_name(t)
+            if name == 'TestTimeAug':
+                raise ValueError(
+                    'the test pipeline is a TestTimeAug: give E2ECacheHook '
+                    'a single-scale `pipeline`')
+            if 'Annotation' in name or name == 'LoadE2ECache':
+                continue
+            out.append(copy.deepcopy(t))
+        return out
+
+    @staticmethod
+    def _training_samples(dataset: Any) -> List[dict]:
+        """The distinct training images (their data infos), by path."""
+        by_path: Dict[str, dict] = {}
+        for ds in base_datasets(dataset):
+            if hasattr(ds, 'full_init'):
+                ds.full_init()
+            for i in range(len(ds)):
+                info = ds.get_data_info(i)
+                by_path.setdefault(info['img_path'], info)
+        return [by_path[k] for k in sorted(by_path)]
+
+    @staticmethod
+    def _key_root(dataset: Any, samples: List[dict]) -> str:
+        """The training set's ``data_root`` if it holds every image, else
+        the images' common folder."""
+        paths = [osp.abspath(s['img_path']) for s in samples]
+        roots = {
+            osp.abspath(ds.data_root)
+            for ds in base_datasets(dataset) if getattr(ds, 'data_root', '')
+        }
+        if len(roots) == 1:
+            root = next(iter(roots))
+            if all(p.startswith(root + os.sep) for p in paths):
+                return root
+        return osp.commonpath([osp.dirname(p) for p in paths])
+
+    # ------------------------------------------------------------------
+    # fingerprint
+    # ------------------------------------------------------------------
+    @staticmethod
+    def fingerprint_fields(model: torch.nn.Module,
+                           pipeline_cfg: List[dict],
+                           classes: List[str],
+                           num_classes: int,
+                           *,
+                           cfg: Any = None,
+                           topk: Optional[int] = None) -> Dict[str, Any]:
+        """What a cache entry depends on.
+
+        Args:
+            model (ResEnsembleSegmentor): The (unwrapped) model.
+            pipeline_cfg (list[dict]): The test pipeline.
+            classes (list[str]): The training set's classes.
+            num_classes (int): K, the channels of x̂0.
+            cfg (Config, optional): The run's config; its
+                ``model.e2e`` is resolved to the E2E model config.
+            topk (int, optional): The stored top-k, None if dense.
+
+        Returns:
+            dict: JSON-serialisable fields.
+        """
+        from mmseg_resensemble.models.segmentors.e2e_learner import \
+            load_e2e_config
+        e2e_cfg = None
+        model_cfg = cfg.get('model') if cfg is not None else None
+        if model_cfg is not None and model_cfg.get('e2e') is not None:
+            e2e_cfg = load_e2e_config(model_cfg['e2e']).to_dict()
+            e2e_cfg.pop('pretrained', None)
+        checkpoint = getattr(model, 'e2e_checkpoint', None)
+        if checkpoint is None:
+            checkpoint_sha = None
+        elif osp.isfile(checkpoint):
+            checkpoint_sha = file_sha256(checkpoint)
+        else:  # a URL: its bytes are covered by e2e_state_sha256
+            checkpoint_sha = f'url:{checkpoint}'
+        pre = model.data_preprocessor
+        preprocessor = dict(
+            type=type(pre).__name__,
+            mean=getattr(pre, 'mean', None),
+            std=getattr(pre, 'std', None),
+            channel_conversion=getattr(pre, 'channel_conversion', None),
+            pad_val=getattr(pre, 'pad_val', None),
+            test_cfg=getattr(pre, 'test_cfg', None))
+        test_cfg = model.e2e.test_cfg
+        return json_fields(
+            storage=dict(dtype='uint8', layout='hwc', topk=topk),
+            e2e_config=e2e_cfg,
+            e2e_architecture=fingerprint_digest(dict(arch=repr(model.e2e))),
+            e2e_test_cfg=dict(test_cfg) if test_cfg is not None else None,
+            e2e_checkpoint_sha256=checkpoint_sha,
+            e2e_state_sha256=state_dict_sha256(model.e2e),
+            data_preprocessor=preprocessor,
+            test_pipeline=pipeline_cfg,
+            classes=classes,
+            num_classes=num_classes)
+
+    def _prepare(self, store: E2ECacheStore, fields: Dict[str, Any],
+                 meta_kwargs: dict) -> None:
+        """Rank 0: check the fingerprint; start a new cache if stale."""
+        store.remove_stale_tmp()
+        try:
+            old = store.read_meta()
+        except E2ECacheError as e:
+            old, why = None, str(e)
+        if old is not None and old['digest'] == meta_kwargs['digest']:
+            if self.rebuild:
+                print_log(
+                    f'E2E cache {store.cache_dir}: rebuild=True, '
+                    'recomputing every entry',
+                    logger='current')
+                store.remove_entries()
+            else:
+                print_log(
+                    f'E2E cache {store.cache_dir}: fingerprint matches '
+                    f'({"complete" if old.get("complete") else "partial"}'
+                    '); checking the entries and computing missing ones',
+                    logger='current')
+            store.write_meta(**meta_kwargs)
+            return
+        if old is not None:
+            old_fields = old.get('fingerprint') or {}
+            changed = sorted(
+                k for k in set(old_fields) | set(fields) if canonical_json(
+                    old_fields.get(k)) != canonical_json(fields.get(k)))
+            why = f'its fingerprint changed in: {", ".join(changed)}'
+        if osp.exists(store.cache_dir):
+            removed = store.remove_entries()
+            print_log(
+                f'E2E cache {store.cache_dir} is stale or unusable ({why}); '
+                f'rebuilding it (removed {removed} old entries)',
+                logger='current',
+                level=30)
+        else:
+            print_log(
+                f'Building a new E2E cache in {store.cache_dir}',
+                logger='current')
+        store.write_meta(**meta_kwargs)
+
+    # ------------------------------------------------------------------
+    # computing x̂0
+    # ------------------------------------------------------------------
+    def _fill(self, model: torch.nn.Module, store: E2ECacheStore, meta: dict,
+              pipeline: Compose, samples: List[dict],
+              rank: int) -> Dict[str, int]:
+        """Check this rank's entries; compute the missing or invalid."""
+        counts = dict(reused=0, computed=0, repaired=0)
+        bar = ProgressBar(len(samples)) if rank == 0 and samples else None
+        for info in samples:
+            key = store.key_for(info['img_path'], meta['key_root'])
+            reason = self._entry_problem(store, key, meta, info['img_path'])
+            if reason is None:
+                counts['reused'] += 1
+            else:
+                if reason != 'missing':
+                    counts['repaired'] += 1
+                    print_log(
+                        f'E2E cache: recomputing {reason}',
+                        logger='current',
+                        level=30)
+                probs = self.compute_probs(model, pipeline, info)
+                store.write_entry(
+                    key,
+                    probs,
+                    meta=meta,
+                    compress=self.compress,
+                    img_bytes=_file_size(info['img_path']))
+                counts['computed'] += 1
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.file.write('\n')
+        return counts
+
+    @staticmethod
+    def _entry_problem(store: E2ECacheStore, key: str, meta: dict,
+                       img_path: str) -> Optional[str]:
+        """None if the entry of ``key`` is valid, else why not."""
+        if not osp.isfile(store.entry_path(key)):
+            return 'missing'
+        try:
+            _, header = store.read_entry(key, meta=meta)
+        except E2ECacheError as e:
+            return str(e)
+        size = _file_size(img_path)
+        if size is not None and header.get('img_bytes') not in (None, size):
+            return (f'{store.entry_path(key)}: image {img_path} changed '
+                    f'size ({header.get("img_bytes")} -> {size} bytes)')
+        return None
+
+    @torch.no_grad()
+    def compute_probs(self, model: torch.nn.Module, pipeline: Compose,
+                      info: dict) -> Tensor:
+        """x̂0 of one image at the E2E decoder's resolution.
+
+        Args:
+            model (ResEnsembleSegmentor): The (unwrapped) model.
+            pipeline (Compose): The test pipeline.
+            info (dict): The image's data info (``img_path``, ...).
+
+        Returns:
+            Tensor: Probabilities (K, h, w) on the CPU, covering the image
+            (padding removed).
+        """
+        data = pipeline(copy.deepcopy(info))
+        if data is None:
+            raise ValueError(f'the test pipeline dropped {info["img_path"]}')
+        batch = model.data_preprocessor(
+            dict(inputs=[data['inputs']], data_samples=[data['data_samples']]),
+            False)
+        inputs = batch['inputs']
+        img_meta = batch['data_samples'][0].metainfo
+        left, right, top, bottom = img_meta.get('img_padding_size',
+                                                [0, 0, 0, 0])
+        H, W = inputs.shape[-2:]
+        test_cfg = model.e2e.test_cfg or {}
+        if test_cfg.get('mode', 'whole') == 'slide':
+            logits = model.e2e.inference(inputs, [copy.deepcopy(img_meta)])
+            probs = model.logits_to_probs(logits)
+            probs = probs[..., top:H - bottom, left:W - right]
+            if self._slide_stride is None:
+                self._slide_stride = _decoder_stride(model, test_cfg, inputs)
+            stride = self._slide_stride
+            size = [max(1, round(s / stride)) for s in probs.shape[-2:]]
+            probs = F.interpolate(probs, size=size, mode='area')
+        else:
+            probs = model.logits_to_probs(
+                model.e2e_logits(model.extract_feat(inputs)))
+            h, w = probs.shape[-2:]
+            y0, y1 = round(h * top / H), h - round(h * bottom / H)
+            x0, x1 = round(w * left / W), w - round(w * right / W)
+            probs = probs[..., y0:y1, x0:x1]
+        return probs[0].float().cpu()
+
+    # ------------------------------------------------------------------
+    # the data workers
+    # ------------------------------------------------------------------
+    @staticmethod
+    def _restart_train_dataloader(runner) -> None:
+        """Start the training data workers anew.
+
+        ``IterBasedTrainLoop`` starts its workers (which prefetch batches)
+        when it is built, before ``before_train``: those workers loaded
+        samples before the cache existed and hold a copy of the pipeline
+        from before :meth:`_resolve_cache_dir` filled it in.
+        """
+        loop = getattr(runner, 'train_loop', None)
+        loader = getattr(loop, 'dataloader', None)
+        old = getattr(loop, 'dataloader_iterator', None)
+        if loader is None or (old is None
+                              and getattr(loader, '_iterator', None) is None):
+            return
+        if getattr(loader, '_iterator', None) is not None:
+            loader._iterator = None  # persistent workers: fork new ones
+        # InfiniteSampler iterations share one index generator, which the
+        # old iteration closes when it is freed: give the sampler a fresh
+        # one (it restarts the same seeded order)
+        for sampler in (getattr(loader, 'sampler', None),
+                        getattr(
+                            getattr(loader, 'batch_sampler', None), 'sampler',
+                            None)):
+            if isinstance(sampler, InfiniteSampler):
+                sampler.indices = sampler._indices_of_rank()
+        if old is not None:
+            loop.dataloader_iterator = type(old)(loader)
+        print_log(
+            'E2ECacheHook: restarted the training data loader, whose '
+            'workers started before the cache was ready',
+            logger='current',
+            level=10)
+
+
+def json_fields(**fields: Any) -> Dict[str, Any]:
+    """``fields`` as plain JSON values (tuples -> lists, tensors ->
+    lists), so that they compare equal after a round trip through JSON."""
+    return json.loads(canonical_json(fields))
+
+
+def _file_size(path: str) -> Optional[int]:
+    """Bytes of a local file; None if it is not one (e.g. a URL)."""
+    try:
+        return os.stat(path).st_size
+    except (OSError, TypeError):
+        return None
+
+
+def _decoder_stride(model: torch.nn.Module, test_cfg: Any,
+                    inputs: Tensor) -> float:
+    """The E2E decoder's output stride, from one crop-sized forward."""
+    crop_h, crop_w = test_cfg['crop_size']
+    probe = inputs.new_zeros((1, inputs.shape[1], crop_h, crop_w))
+    out_h = model.e2e_logits(model.extract_feat(probe)).shape[-2]
+    return crop_h / out_h

@@ -1,0 +1,337 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+"""Time per training iteration with and without the E2E cache.
+
+The same ResEnsemble config is trained twice for ``--warmup + --iters``
+iterations on the generated shapes data set (CPU is fine): once computing
+x̂0 = E2E(I0) on the fly, once reading it from the cache that
+``E2ECacheHook`` builds first. The E2E learner is DeepLabV3+
+(``DepthwiseSeparableASPPHead``) on a MobileNetV2, so its decoder costs
+what real decoders cost relative to the backbone. Weights are random
+(timing does not depend on them).
+
+``--sizes`` instead prints the bytes per cache entry for CamVid,
+Cityscapes and ADE20K (uncompressed, which is exact and an upper bound of
+the compressed size).
+
+Example::
+
+    python tools/benchmarks/bench_e2e_cache.py --iters 30 --warmup 5
+    python tools/benchmarks/bench_e2e_cache.py --sizes
+"""
+import argparse
+import json
+import logging
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from mmseg.registry import MODELS
+
+import mmseg_resensemble  # noqa: F401
+from mmseg_resensemble.datasets import E2ECacheStore, generate_shapes_dataset
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+NUM_CLASSES = 5
+NORM = dict(type='BN', requires_grad=True)
+DATA_PREPROCESSOR = dict(
+    type='SegDataPreProcessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size_divisor=8)
+# DeepLabV3+ on MobileNetV2 (output stride 8), as MMSeg's
+# deeplabv3plus_m-v2-d8 configs
+E2E = dict(
+    type='EncoderDecoder',
+    data_preprocessor=DATA_PREPROCESSOR,
+    backbone=dict(
+        type='MobileNetV2',
+        widen_factor=1.,
+        strides=(1, 2, 2, 1, 1, 1, 1),
+        dilations=(1, 1, 1, 2, 2, 4, 4),
+        out_indices=(1, 2, 4, 6),
+        norm_cfg=NORM),
+    decode_head=dict(
+        type='DepthwiseSeparableASPPHead',
+        in_channels=320,
+        in_index=3,
+        channels=256,
+        dilations=(1, 12, 24, 36),
+        c1_in_channels=24,
+        c1_channels=48,
+        dropout_ratio=0.1,
+        num_classes=NUM_CLASSES,
+        norm_cfg=NORM,
+        align_corners=False),
+    test_cfg=dict(mode='whole'))
+HEAD = dict(
+    type='ResidualDiffusionHead',
+    in_channels=[24, 320],
+    in_index=(0, 3),
+    input_transform='resize_concat',
+    channels=64,
+    num_classes=NUM_CLASSES,
+    num_blocks=4,
+    dilations=(1, 2, 4, 1),
+    working_stride=8,
+    diffusion=dict(num_timesteps=1000),
+    align_corners=False)
+
+# (name, image (H, W), classes, images) of the projections
+DATASETS = [
+    ('CamVid', None, 11, 367),
+    ('Cityscapes', (1024, 2048), 19, 2975),
+    ('ADE20K', (512, 512), 150, 20210),
+]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--iters', type=int, default=30)
+    parser.add_argument('--warmup', type=int, default=5)
+    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--images', type=int, default=32)
+    parser.add_argument(
+        '--size', type=int, nargs=2, default=(96, 128), metavar=('H', 'W'))
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--num-workers', type=int, default=0)
+    parser.add_argument(
+        '--work-dir', help='default: a temporary folder, removed after')
+    parser.add_argument(
+        '--sizes',
+        action='store_true',
+        help='print the bytes per entry for CamVid, Cityscapes, ADE20K')
+    return parser.parse_args()
+
+
+def train_cfg(work_dir, data_root, ckpt, args, cached):
+    h, w = args.size
+    cache_dir = osp.join(work_dir, 'e2e_cache')
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations'),
+        dict(type='LoadE2ECache', cache_dir=cache_dir),
+        dict(
+            type='RandomResize',
+            scale=(w, h),
+            ratio_range=(0.75, 1.5),
+            keep_ratio=True),
+        dict(type='RandomCrop', crop_size=(h, w), cat_max_ratio=0.9),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PhotoMetricDistortion'),
+        dict(type='PackResEnsembleInputs')
+    ]
+    if not cached:
+        pipeline = [t for t in pipeline if t['type'] != 'LoadE2ECache']
+    test_pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(w, h), keep_ratio=True),
+        dict(type='LoadAnnotations'),
+        dict(type='PackSegInputs')
+    ]
+
+    def loader(pipe, train):
+        return dict(
+            batch_size=args.batch_size if train else 1,
+            num_workers=args.num_workers,
+            persistent_workers=args.num_workers > 0,
+            sampler=dict(type='InfiniteSampler', shuffle=True)
+            if train else dict(type='DefaultSampler', shuffle=False),
+            dataset=dict(
+                type='SyntheticShapesDataset',
+                data_root=data_root,
+                data_prefix=dict(
+                    img_path='img_dir/train', seg_map_path='ann_dir/train'),
+                pipeline=pipe))
+
+    return Config(
+        dict(
+            default_scope='mmseg',
+            work_dir=osp.join(work_dir, 'cached' if cached else 'on_the_fly'),
+            model=dict(
+                type='ResEnsembleSegmentor',
+                e2e=E2E,
+                e2e_checkpoint=ckpt,
+                decode_head=HEAD),
+            train_dataloader=loader(pipeline, True),
+            train_cfg=dict(
+                type='IterBasedTrainLoop',
+                max_iters=args.warmup + args.iters,
+                val_interval=10**9),
+            optim_wrapper=dict(
+                type='OptimWrapper',
+                constructor='TrainableParamsOptimWrapperConstructor',
+                optimizer=dict(type='AdamW', lr=1e-3)),
+            test_dataloader=loader(test_pipeline, False),
+            test_cfg=dict(type='TestLoop'),
+            test_evaluator=dict(type='IoUMetric'),
+            custom_hooks=[dict(type='E2ECacheHook', cache_dir=cache_dir)]
+            if cached else [],
+            default_hooks=dict(
+                logger=dict(type='LoggerHook', interval=10**9),
+                checkpoint=None),
+            log_level='WARNING',
+            randomness=dict(seed=0)))
+
+
+def summarise(times):
+    return (f'{1000 * statistics.median(times):7.1f} ms median, '
+            f'{1000 * statistics.mean(times):7.1f} ms mean, '
+            f'{1000 * statistics.stdev(times):6.1f} ms std')
+
+
+def bench_speed(args, work_dir):
+    """Interleave on-the-fly and cached iterations of one model, so that
+    the load of a shared machine hits both alike."""
+    h, w = args.size
+    data_root = generate_shapes_dataset(
+        osp.join(work_dir, 'data'),
+        splits=dict(train=args.images),
+        size=(h, w))
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    torch.manual_seed(0)
+    e2e = MODELS.build(E2E)
+    e2e.init_weights()
+    ckpt = osp.join(work_dir, 'e2e.pth')
+    torch.save(dict(state_dict=e2e.state_dict()), ckpt)
+    # one iteration through the Runner: E2ECacheHook builds the cache
+    cfg = train_cfg(work_dir, data_root, ckpt, args, cached=True)
+    cfg.train_cfg.max_iters = 1
+    runner = Runner.from_cfg(cfg)
+    start = time.perf_counter()
+    runner.train()
+    build_time = time.perf_counter() - start
+    model, optim_wrapper = runner.model, runner.optim_wrapper
+    model.train()
+    iterators = {
+        cached:
+        iter(
+            runner.build_dataloader(
+                train_cfg(work_dir, data_root, ckpt, args,
+                          cached).train_dataloader))
+        for cached in (False, True)
+    }
+    iter_times = {False: [], True: []}
+    step_times = {False: [], True: []}
+    for i in range(args.warmup + args.iters):
+        for cached in ((False, True) if i % 2 else (True, False)):
+            t0 = time.perf_counter()
+            data = next(iterators[cached])
+            t1 = time.perf_counter()
+            model.train_step(data, optim_wrapper)
+            t2 = time.perf_counter()
+            if i >= args.warmup:
+                iter_times[cached].append(t2 - t0)
+                step_times[cached].append(t2 - t1)
+    store = E2ECacheStore(osp.join(work_dir, 'e2e_cache'))
+    entries = store.entry_keys_on_disk()
+    entry_bytes = store.disk_bytes() / len(entries)
+    with np.load(next(iter(entries.values()))) as npz:
+        map_h, map_w = json.loads(str(npz['header']))['shape']
+    print(f'\nmachine: {platform.machine()}, {os.cpu_count()} CPU cores, '
+          f'torch threads {torch.get_num_threads()}, CUDA '
+          f'{"yes" if torch.cuda.is_available() else "no"}; torch '
+          f'{torch.__version__}')
+    print(f'data: {args.images} generated images {h}x{w}, batch '
+          f'{args.batch_size}, {args.num_workers} data workers; '
+          f'{args.warmup} warm-up + {args.iters} timed iterations per '
+          'mode, interleaved')
+    print(f'cache: built in {build_time:.1f} s (with one training '
+          f'iteration), {len(entries)} entries, '
+          f'{entry_bytes / 1024:.1f} KiB per image (compressed .npz, '
+          f'{NUM_CLASSES} classes, {map_h}x{map_w} maps; random E2E '
+          'weights, so not the entropy of a trained model)')
+    for cached, name in ((False, 'on the fly'), (True, 'cached')):
+        print(f'{name:>10}: iteration {summarise(iter_times[cached])}')
+        print(f'{"":>10}  model step {summarise(step_times[cached])}')
+    ratio = statistics.median(iter_times[False]) / statistics.median(
+        iter_times[True])
+    print(f'speed-up per iteration (medians): {ratio:.2f}x')
+
+
+def human(nbytes):
+    for unit, scale in (('GiB', 2**30), ('MiB', 2**20)):
+        if nbytes >= scale:
+            return f'{nbytes / scale:.2f} {unit}'
+    return f'{nbytes / 2**10:.1f} KiB'
+
+
+def camvid_shape():
+    for root in (osp.join(REPO, '..', 'shared', 'data',
+                          'camvid'), '/work/shared/data/camvid'):
+        folder = osp.join(root, 'img_dir', 'train')
+        if osp.isdir(folder):
+            shapes = {
+                cv2.imread(osp.join(folder, n)).shape[:2]
+                for n in sorted(os.listdir(folder))[:20]
+            }
+            if len(shapes) == 1:
+                return shapes.pop(), f'read from {osp.abspath(folder)}'
+            return max(shapes), f'largest of {sorted(shapes)}'
+    return (360, 480), 'SegNet CamVid size (data set not found)'
+
+
+def bench_sizes(work_dir):
+    camvid, source = camvid_shape()
+    print(f'CamVid image size {camvid[0]}x{camvid[1]} ({source})')
+    print('bytes per entry (uncompressed .npz: an exact upper bound):')
+    print(f'{"data set":<11}{"image":>11}{"K":>5}{"stride":>7}'
+          f'{"map":>9}{"topk":>6}{"bytes/image":>13}{"images":>8}'
+          f'{"total":>11}')
+    g = torch.Generator().manual_seed(0)
+    for name, size, k, count in DATASETS:
+        size = camvid if size is None else size
+        for stride in (8, 4):
+            h, w = (-(-s // stride) for s in size)
+            for topk in (None, 5) if k > 11 else (None, ):
+                store = E2ECacheStore(
+                    tempfile.mkdtemp(dir=work_dir, prefix='sizes-'))
+                meta = store.write_meta(
+                    digest='0' * 64,
+                    fingerprint={},
+                    num_classes=k,
+                    topk=topk,
+                    key_root=work_dir)
+                probs = torch.randn(k, h, w, generator=g).softmax(0)
+                path = store.write_entry(
+                    'img.png', probs, meta=meta, compress=False)
+                nbytes = osp.getsize(path)
+                total = nbytes * count
+                print(f'{name:<11}{f"{size[0]}x{size[1]}":>11}{k:>5}'
+                      f'{stride:>7}{f"{h}x{w}":>9}{str(topk or "-"):>6}'
+                      f'{nbytes:>13,}{count:>8}{human(total):>11}')
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    init_default_scope('mmseg')
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_e2e_cache_')
+    os.makedirs(work_dir, exist_ok=True)
+    try:
+        if args.sizes:
+            bench_sizes(work_dir)
+        else:
+            bench_speed(args, work_dir)
+    finally:
+        if args.work_dir is None:
+            import shutil
+            shutil.rmtree(work_dir, ignore_errors=True)
+    print(f'python {sys.version.split()[0]}, numpy {np.__version__}')
+
+
+if __name__ == '__main__':
+    main()
