@@ -14,6 +14,16 @@ import torch
 from .schedules import get_beta_schedule
 
 SAMPLERS = ('ddpm', 'ddim')
+# what the network predicts: the noise (Ho et al. 2020; the paper), x_0
+# itself, or v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans &
+# Ho 2022)
+PREDICTION_TYPES = ('epsilon', 'sample', 'v')
+
+
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f'Unknown prediction_type {prediction_type!r}; '
+                         f'valid choices are {PREDICTION_TYPES}')
 
 
 def _extract_into_tensor(
@@ -191,6 +201,59 @@ class GaussianDiffusion:
                                       x_t.shape, **kw) * x_t - x_start) /
                 _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t,
                                      x_t.shape, **kw))
+
+    def training_target(self, prediction_type: str, x_start: torch.Tensor,
+                        t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output for ``x_t = q_sample(...)``.
+
+        Args:
+            prediction_type (str): One of :data:`PREDICTION_TYPES`.
+            x_start (Tensor): ``x_0`` of shape ``(N, C, H, W)``.
+            t (Tensor): LongTensor of shape ``(N,)``, 0-based steps.
+            noise (Tensor): The noise of ``q_sample``.
+
+        Returns:
+            Tensor: ``noise`` ('epsilon'), ``x_start`` ('sample') or
+            ``v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x_0``.
+        """
+        _check_prediction_type(prediction_type)
+        if prediction_type == 'epsilon':
+            return noise
+        if prediction_type == 'sample':
+            return x_start
+        self._check_t(t, x_start)
+        kw = dict(dtype=x_start.dtype, device=x_start.device)
+        return (_extract_into_tensor(self.sqrt_alphas_cumprod, t,
+                                     x_start.shape, **kw) * noise -
+                _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t,
+                                     x_start.shape, **kw) * x_start)
+
+    def eps_from_model_output(self, prediction_type: str,
+                              model_output: torch.Tensor, x_t: torch.Tensor,
+                              t: torch.Tensor) -> torch.Tensor:
+        """Convert a network output of ``prediction_type`` to the noise.
+
+        Args:
+            prediction_type (str): One of :data:`PREDICTION_TYPES`.
+            model_output (Tensor): Network output of ``x_t``'s shape.
+            x_t (Tensor): Shape ``(N, C, H, W)``.
+            t (Tensor): LongTensor of shape ``(N,)``, 0-based steps.
+
+        Returns:
+            Tensor: The predicted noise.
+        """
+        _check_prediction_type(prediction_type)
+        if prediction_type == 'epsilon':
+            return model_output
+        if prediction_type == 'sample':
+            return self.predict_eps_from_xstart(x_t, t, model_output)
+        # v: x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v
+        kw = dict(dtype=x_t.dtype, device=x_t.device)
+        x_start = (
+            _extract_into_tensor(self.sqrt_alphas_cumprod, t, x_t.shape, **kw)
+            * x_t - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t,
+                                         x_t.shape, **kw) * model_output)
+        return self.predict_eps_from_xstart(x_t, t, x_start)
 
     # ------------------------------------------------------------------
     # Reverse process

@@ -437,3 +437,35 @@ def test_clip_denoised_must_be_positive():
     d = GaussianDiffusion(num_timesteps=10)
     with pytest.raises(ValueError, match='clip_denoised'):
         d.sample(lambda x, t: x, (1, 1, 2, 2), clip_denoised=0.)
+
+
+@pytest.mark.parametrize('prediction_type', ['epsilon', 'sample', 'v'])
+def test_prediction_types_round_trip(prediction_type):
+    """The training target of each parameterisation converts back to the
+    noise that made x_t."""
+    d = GaussianDiffusion(num_timesteps=50)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+    noise = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 20, 49])
+    x_t = d.q_sample(x0, t, noise)
+    target = d.training_target(prediction_type, x0, t, noise)
+    eps = d.eps_from_model_output(prediction_type, target, x_t, t)
+    torch.testing.assert_close(eps, noise)
+
+
+def test_v_target_formula():
+    d = GaussianDiffusion(num_timesteps=10)
+    x0 = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    noise = 2 * torch.ones_like(x0)
+    t = torch.tensor([4])
+    ab = d.alphas_cumprod[4].item()
+    v = d.training_target('v', x0, t, noise)
+    assert v.item() == pytest.approx(math.sqrt(ab) * 2 - math.sqrt(1 - ab))
+
+
+def test_unknown_prediction_type():
+    d = GaussianDiffusion(num_timesteps=10)
+    x = torch.zeros(1, 1, 2, 2)
+    with pytest.raises(ValueError, match='epsilon'):
+        d.training_target('score', x, torch.tensor([0]), x)

@@ -212,3 +212,28 @@ def test_bad_inputs_raise():
     labels[0, 0, 0] = 5
     with pytest.raises(ValueError, match=r'labels \[5\]'):
         head.loss(feats, probs, samples_with_gt(labels), None)
+
+
+@pytest.mark.parametrize('prediction_type', ['sample', 'v'])
+def test_other_prediction_types_train_and_sample(monkeypatch, prediction_type):
+    head = build_head(prediction_type=prediction_type)
+    feats, probs, labels = random_inputs()
+    loss = head.loss(feats, probs, samples_with_gt(labels), None)
+    assert torch.isfinite(loss['loss_noise'])
+    # an oracle that outputs the exact target recovers the ground truth
+    onehot = torch.nn.functional.one_hot(labels, K).permute(0, 3, 1, 2).float()
+    x_start = 2 * probs_to_analog(onehot, 1.) - probs_to_analog(probs, 1.)
+    d = head.diffusion
+
+    def oracle(cond, x_hat, x_t, t):
+        noise = d.predict_eps_from_xstart(x_t, t, x_start)
+        return d.training_target(prediction_type, x_start, t, noise)
+
+    monkeypatch.setattr(head, 'forward', oracle)
+    out = head.predict(feats, probs, (8, 8), dict(num_steps=3))
+    assert torch.equal(out['probs'].argmax(1), labels)
+
+
+def test_unknown_prediction_type_raises():
+    with pytest.raises(ValueError, match='prediction_type'):
+        build_head(prediction_type='score')

@@ -12,7 +12,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 from torch import Tensor
 
-from mmseg_resensemble.diffusion import SAMPLERS, GaussianDiffusion
+from mmseg_resensemble.diffusion import (PREDICTION_TYPES, SAMPLERS,
+                                         GaussianDiffusion)
 from ..utils import (analog_to_probs, labels_to_onehot, probs_to_analog,
                      timestep_embedding)
 
@@ -95,6 +96,11 @@ class ResidualDiffusionHead(BaseDecodeHead):
             x̄0 = 2·x0 − x̂0 and returns the ensemble ½(x̄0 + x̂0), as the
             paper. False generates x0 itself and returns it (a plain
             conditional DDPM, for ablations). Defaults to True.
+        prediction_type (str): What εθ outputs: 'epsilon', the noise, with
+            the loss ‖ε − εθ‖² of Algorithm 1 (the paper); 'sample', x̄0
+            itself (loss ‖x̄0 − x̂θ‖²); or 'v' (Salimans & Ho 2022). Sampling
+            converts any of them to the noise, so the samplers are the same.
+            Defaults to 'epsilon'.
         diffusion (dict): Keyword arguments of
             :class:`~mmseg_resensemble.diffusion.GaussianDiffusion`.
             Defaults to the paper's: 1000 steps, linear βt from 1e-4 to
@@ -111,6 +117,7 @@ class ResidualDiffusionHead(BaseDecodeHead):
                  working_stride: Optional[int] = None,
                  condition_on_e2e: bool = True,
                  residual_target: bool = True,
+                 prediction_type: str = 'epsilon',
                  diffusion: dict = dict(
                      num_timesteps=1000,
                      beta_schedule='linear',
@@ -144,6 +151,10 @@ class ResidualDiffusionHead(BaseDecodeHead):
         self.working_stride = working_stride
         self.condition_on_e2e = condition_on_e2e
         self.residual_target = residual_target
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f'prediction_type={prediction_type!r} is not one '
+                             f'of {list(PREDICTION_TYPES)}')
+        self.prediction_type = prediction_type
         self.diffusion = GaussianDiffusion(**diffusion)
         self.time_embed_dims = time_embed_dims or 2 * self.channels
 
@@ -290,13 +301,15 @@ class ResidualDiffusionHead(BaseDecodeHead):
             0, self.diffusion.num_timesteps, (x0.shape[0], ), device=x0.device)
         noise = torch.randn_like(x_start)
         x_t = self.diffusion.q_sample(x_start, t, noise)
-        noise_pred = self.forward(cond, x_hat, x_t, t)
+        output = self.forward(cond, x_hat, x_t, t)
+        target = self.diffusion.training_target(self.prediction_type, x_start,
+                                                t, noise)
         loss_decodes = (
             self.loss_decode if isinstance(self.loss_decode, nn.ModuleList)
             else [self.loss_decode])
         losses = dict()
         for loss_decode in loss_decodes:
-            loss = loss_decode(noise_pred, noise, weight=valid)
+            loss = loss_decode(output, target, weight=valid)
             name = loss_decode.loss_name
             losses[name] = losses[name] + loss if name in losses else loss
         return losses
@@ -348,7 +361,9 @@ class ResidualDiffusionHead(BaseDecodeHead):
             generator = torch.Generator().manual_seed(int(seed))
 
         def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
-            return self.forward(cond, x_hat, x_t, t)
+            return self.diffusion.eps_from_model_output(
+                self.prediction_type, self.forward(cond, x_hat, x_t, t), x_t,
+                t)
 
         x_start = self.diffusion.sample(
             eps_fn,
