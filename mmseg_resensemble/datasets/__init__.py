@@ -1,6 +1,10 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
-from .e2e_cache_store import E2ECacheError, E2ECacheStore  # noqa: F401
+from .camvid import CamVidDataset
+from .e2e_cache_store import E2ECacheError, E2ECacheStore
 from .synthetic_shapes import SyntheticShapesDataset, generate_shapes_dataset
 from .transforms import *  # noqa: F401,F403
 
-__all__ = ['SyntheticShapesDataset', 'generate_shapes_dataset']
+__all__ = [
+    'CamVidDataset', 'E2ECacheError', 'E2ECacheStore',
+    'SyntheticShapesDataset', 'generate_shapes_dataset'
+]

@@ -2,8 +2,9 @@
 from .checkpoint_compat import (mmengine_safe_globals,
                                 register_checkpoint_safe_globals)
 from .dist import prepare_distributed
+from .mobilenetv2_converter import convert_mobilenetv2
 
 __all__ = [
-    'prepare_distributed', 'mmengine_safe_globals',
+    'convert_mobilenetv2', 'prepare_distributed', 'mmengine_safe_globals',
     'register_checkpoint_safe_globals'
 ]

@@ -20,8 +20,8 @@ from torch import Tensor
 
 # (expand_ratio, channels, num_blocks) of each layer, as the paper's table,
 # torchvision's ``inverted_residual_setting`` and MMSeg's ``arch_settings``
-MOBILENETV2_ARCH = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4),
-                    (6, 96, 3), (6, 160, 3), (6, 320, 1))
+MOBILENETV2_ARCH = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3),
+                    (6, 160, 3), (6, 320, 1))
 # torchvision's ``features`` index of the final 1x1 conv (not in MMSeg)
 LAST_CONV_INDEX = 1 + sum(n for _, _, n in MOBILENETV2_ARCH)
 

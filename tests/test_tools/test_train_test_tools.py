@@ -20,7 +20,7 @@ from mmseg_resensemble.datasets import generate_shapes_dataset
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 E2E_CONFIG = 'configs/e2e/fcn_m-v2-d8_1xb8-1k_shapes-96x128.py'
 RES_CONFIG = ('configs/resensemble/'
-              'resensemble_fcn-m-v2-d8_1xb8-1k_shapes-96x128.py')
+              'resensemble_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py')
 
 
 def small_run_options(data_root, iters, ckpt_interval):

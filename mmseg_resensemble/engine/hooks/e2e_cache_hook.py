@@ -5,6 +5,7 @@ import copy
 import json
 import os
 import os.path as osp
+import time
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
@@ -112,7 +113,7 @@ class E2ECacheHook(Hook):
         self.compress = compress
         self.rebuild = rebuild
         # what the last build did, summed over ranks
-        self.stats: Dict[str, int] = {}
+        self.stats: Dict[str, float] = {}
         self._slide_stride: Optional[float] = None
 
     # ------------------------------------------------------------------
@@ -125,6 +126,7 @@ class E2ECacheHook(Hook):
         if not (hasattr(model, 'e2e') and hasattr(model, 'e2e_logits')):
             raise TypeError('E2ECacheHook needs a ResEnsembleSegmentor, got '
                             f'{type(model).__name__}')
+        start = time.perf_counter()
         dataset = runner.train_dataloader.dataset
         self._slide_stride = None
         cache_dir = self._resolve_cache_dir(runner, dataset)
@@ -173,7 +175,8 @@ class E2ECacheHook(Hook):
             images=len(samples),
             reused=int(total[0]),
             computed=int(total[1]),
-            repaired=int(total[2]))
+            repaired=int(total[2]),
+            seconds=round(time.perf_counter() - start, 3))
         if rank == 0:
             done = self.stats['reused'] + self.stats['computed']
             store.write_meta(complete=done == len(samples), **meta_kwargs)

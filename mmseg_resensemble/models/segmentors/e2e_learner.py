@@ -5,6 +5,7 @@ from typing import Union
 
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
+from mmengine.hub import get_config
 from mmengine.logging import print_log
 from mmengine.runner.checkpoint import _load_checkpoint
 
@@ -24,11 +25,16 @@ def load_e2e_config(e2e: Union[str, dict]) -> ConfigDict:
         ConfigDict: The model config.
     """
     if isinstance(e2e, str):
-        if not e2e.startswith('mmseg::') and not osp.isfile(e2e):
+        if '::' in e2e:
+            # a model-zoo config of an installed package: mmengine resolves
+            # the scope only through its hub, not in Config.fromfile
+            cfg = get_config(e2e)
+        elif not osp.isfile(e2e):
             raise FileNotFoundError(
                 f'E2E config file {e2e!r} does not exist; e2e must be '
                 f'{E2E_TYPES_HINT}')
-        cfg = Config.fromfile(e2e)
+        else:
+            cfg = Config.fromfile(e2e)
         if 'model' not in cfg:
             raise ValueError(f'E2E config file {e2e!r} has no `model`')
         return ConfigDict(cfg.model)

@@ -17,7 +17,7 @@ from torch import Tensor
 from .e2e_learner import load_e2e_checkpoint, load_e2e_config
 
 DEFAULT_TEST_CFG = dict(
-    mode='whole', sampler='ddim', num_steps=10, eta=0., num_samples=1, seed=0)
+    mode='whole', sampler='ddim', num_steps=4, eta=0., num_samples=1, seed=0)
 
 
 @MODELS.register_module()

@@ -1,0 +1,23 @@
+# ResEnsemble on the demo's E2E learner, trained from the E2E output cache:
+# E2ECacheHook runs the frozen E2E learner once over the training images
+# before training; LoadE2ECache then reads x̂0 and lets the augmentations
+# move it with the ground truth.
+_base_ = ['./resensemble_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py']
+# None: {work_dir}/e2e_cache; set a path to share the cache between runs
+e2e_cache_dir = None
+custom_hooks = [dict(type='E2ECacheHook', cache_dir=e2e_cache_dir)]
+crop_size = (96, 128)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='LoadE2ECache', cache_dir=e2e_cache_dir),
+    dict(
+        type='RandomResize',
+        scale=(128, 96),
+        ratio_range=(0.75, 1.5),
+        keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.9),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackResEnsembleInputs')
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
