@@ -1,8 +1,6 @@
 # The demo's E2E learner: FCN on a MobileNetV2 (width 0.5, output stride
 # 8), trained from scratch on the generated shapes data set on a CPU.
-_base_ = [
-    'mmseg::_base_/default_runtime.py', '../_base_/datasets/shapes.py'
-]
+_base_ = ['mmseg::_base_/default_runtime.py', '../_base_/datasets/shapes.py']
 custom_imports = dict(
     imports=['mmseg_resensemble'], allow_failed_imports=False)
 crop_size = (96, 128)
@@ -45,8 +43,13 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=4e-3, weight_decay=1e-4),
     clip_grad=None)
 param_scheduler = [
-    dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=1000,
-         by_epoch=False)
+    dict(
+        type='PolyLR',
+        eta_min=1e-5,
+        power=0.9,
+        begin=0,
+        end=1000,
+        by_epoch=False)
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=1000, val_interval=500)
 val_cfg = dict(type='ValLoop')

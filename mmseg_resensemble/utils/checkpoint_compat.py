@@ -24,15 +24,16 @@ def mmengine_safe_globals() -> List[object]:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
-    found = [HistoryBuffer, getattr, np.ndarray, np.dtype, _reconstruct,
-             scalar]
+    found = [
+        HistoryBuffer, getattr, np.ndarray, np.dtype, _reconstruct, scalar
+    ]
     # numpy >= 1.25 may pickle a dtype through its class, e.g.
     # numpy.dtypes.Float64DType, for the dtypes mmengine logs
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
         found += [
-            type(np.dtype(t)) for t in (np.float64, np.float32, np.int64,
-                                        np.int32, np.bool_)
+            type(np.dtype(t))
+            for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)
         ]
     return found
 

@@ -11,9 +11,8 @@ number of classes (DDIM at ``--steps``' first value).
 
 Example::
 
-    python tools/benchmarks/bench_latency.py \\
-        configs/resensemble/resensemble_deeplabv3plus-m-v2-d8_1xb8-1k_camvid-360x480.py \\
-        --shape 360 480 --steps 1 2 4 10 25 --ddpm --out latency.json
+    python tools/benchmarks/bench_latency.py CONFIG --shape 360 480 \\
+        --steps 1 2 4 10 25 --ddpm --out latency.json
 """
 import argparse
 import copy
