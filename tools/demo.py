@@ -15,32 +15,36 @@ A stage whose output exists in ``--work-dir`` is reused, so a second run
 only evaluates.
 """
 import argparse
-import copy
 import os
 import os.path as osp
+import subprocess
+import sys
 import time
 from collections import OrderedDict
-from typing import Optional, Tuple
 
 import cv2
 from mmengine.config import Config
-from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner, load_checkpoint
-from mmseg.registry import MODELS
+from mmengine.runner import Runner
 
 import mmseg_resensemble  # noqa: F401
 from mmseg_resensemble.apis import (evaluate_learners, format_iou_table,
-                                    side_by_side)
+                                    load_resensemble, load_run_config,
+                                    side_by_side, train_or_reuse)
 from mmseg_resensemble.datasets import generate_shapes_dataset
-from mmseg_resensemble.engine import E2ECacheHook
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # data set name -> (E2E learner config, ResEnsemble config)
 CONFIGS = {
     'shapes':
     ('configs/e2e/fcn_m-v2-d8_1xb8-1k_shapes-96x128.py', 'configs/resensemble/'
-     'resensemble_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py'),
+     'resensemble-cached_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py'),
+    'camvid': ('configs/e2e/deeplabv3plus_m-v2-d8_1xb8-1k_camvid-360x480.py',
+               'configs/resensemble/'
+               'resensemble_deeplabv3plus-m-v2-d8_1xb8-1k_camvid-360x480.py'),
+    'drive': ('configs/e2e/deeplabv3plus_m-v2-d8_1xb8-1k_drive-128x128.py',
+              'configs/resensemble/'
+              'resensemble_deeplabv3plus-m-v2-d8_1xb8-1k_drive-128x128.py'),
 }
 
 
@@ -74,6 +78,30 @@ def parse_args():
     return parser.parse_args()
 
 
+PRETRAINED = 'work_dirs/pretrained/mobilenet_v2_mmseg.pth'
+TORCHVISION_WEIGHTS = osp.join(ROOT, '..', 'shared', 'weights',
+                               'mobilenet_v2-b0353104.pth')
+
+
+def ensure_pretrained_backbone() -> None:
+    """The real-data E2E configs start from ImageNet MobileNetV2 weights,
+    converted from torchvision's layout (tools/model_converters)."""
+    if osp.isfile(PRETRAINED):
+        return
+    if not osp.isfile(TORCHVISION_WEIGHTS):
+        raise FileNotFoundError(
+            f'{PRETRAINED} is missing; convert torchvision\'s ImageNet '
+            'MobileNetV2 weights with python tools/model_converters/'
+            f'mobilenetv2_torchvision2mmseg.py SRC {PRETRAINED}')
+    subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'model_converters',
+                 'mobilenetv2_torchvision2mmseg.py'), TORCHVISION_WEIGHTS,
+        PRETRAINED
+    ],
+                   check=True)
+
+
 def dataset_name(args) -> str:
     if args.dataset:
         return args.dataset
@@ -87,64 +115,21 @@ def dataset_name(args) -> str:
     return name
 
 
-def set_data_root(cfg: Config, data_root: str) -> None:
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[key].dataset.data_root = data_root
-        cfg[key].num_workers = min(cfg[key].num_workers, 1)
-        cfg[key].persistent_workers = False
-
-
-def load_cfg(path: str, data_root: str, work_dir: str, iters=None) -> Config:
-    cfg = Config.fromfile(osp.join(ROOT, path))
-    set_data_root(cfg, data_root)
-    cfg.work_dir = work_dir
-    cfg.launcher = 'none'
-    if iters is not None:
-        cfg.train_cfg.max_iters = iters
-        cfg.train_cfg.val_interval = iters
-        cfg.default_hooks.checkpoint.interval = iters
-        for scheduler in cfg.param_scheduler:
-            scheduler.end = min(scheduler.end, iters)
-    return cfg
-
-
-def final_checkpoint(cfg: Config) -> str:
-    return osp.join(cfg.work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
-
-
-def train(cfg: Config) -> Tuple[str, Optional[dict]]:
-    """Train with MMSeg's runner unless the final checkpoint exists.
-
-    Returns the checkpoint and, when the run built an E2E cache, the
-    cache hook's statistics (with the seconds it took).
-    """
-    ckpt = final_checkpoint(cfg)
-    if osp.isfile(ckpt):
-        print_log(f'reusing {ckpt}', 'current')
-        return ckpt, None
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    cache = [h.stats for h in runner.hooks if isinstance(h, E2ECacheHook)]
-    return ckpt, (cache[0] if cache else None)
-
-
 def save_picture(path: str, result, palette) -> None:
     """image | ground truth | E2E | ResEnsemble | uncertainty."""
     cv2.imwrite(path,
                 side_by_side(cv2.imread(result.img_path), result, palette))
 
 
-def evaluate(res_cfg: Config, ckpt: str, args, picture_dir: str = None):
+def evaluate(res_cfg: Config,
+             ckpt: str,
+             args,
+             picture_dir: str = None,
+             **test_cfg):
     """Both learners on the test split; returns the confusion counter."""
-    model_cfg = copy.deepcopy(res_cfg.model)
-    model_cfg.e2e_checkpoint = None  # the weights are in ``ckpt``
-    model_cfg.test_cfg.num_samples = args.num_samples
-    model = MODELS.build(model_cfg)
-    load_checkpoint(model, ckpt, map_location='cpu', logger='current')
-    model.eval()
+    model = load_resensemble(res_cfg, ckpt, **test_cfg)
     loader = Runner.build_dataloader(res_cfg.test_dataloader)
     meta = loader.dataset.metainfo
-    palette = meta['palette']
     saved = []
 
     def on_sample(batch, result):
@@ -152,7 +137,7 @@ def evaluate(res_cfg: Config, ckpt: str, args, picture_dir: str = None):
             return
         name = osp.splitext(osp.basename(result.img_path))[0]
         path = osp.join(picture_dir, f'{name}.png')
-        save_picture(path, result, palette)
+        save_picture(path, result, meta['palette'])
         saved.append(path)
 
     if picture_dir is not None:
@@ -177,21 +162,24 @@ def main():
             seed=0)
     else:
         data_root = osp.abspath(args.data_root)
+        ensure_pretrained_backbone()
     times['data'] = time.perf_counter() - start
 
     e2e_path, res_path = CONFIGS[name]
-    e2e_cfg = load_cfg(e2e_path, data_root, osp.join(work_dir, 'e2e'),
-                       args.e2e_iters)
+    e2e_cfg = load_run_config(
+        osp.join(ROOT, e2e_path), data_root, osp.join(work_dir, 'e2e'),
+        args.e2e_iters)
     start = time.perf_counter()
-    e2e_ckpt, _ = train(e2e_cfg)
+    e2e_ckpt, _ = train_or_reuse(e2e_cfg)
     times['train E2E learner'] = time.perf_counter() - start
 
-    res_cfg = load_cfg(res_path, data_root, osp.join(work_dir, 'resensemble'),
-                       args.res_iters)
+    res_cfg = load_run_config(
+        osp.join(ROOT, res_path), data_root, osp.join(work_dir, 'resensemble'),
+        args.res_iters)
     res_cfg.model.e2e = osp.join(ROOT, e2e_path)
     res_cfg.model.e2e_checkpoint = e2e_ckpt
     start = time.perf_counter()
-    res_ckpt, cache = train(res_cfg)
+    res_ckpt, cache = train_or_reuse(res_cfg)
     seconds = time.perf_counter() - start
     if cache is not None:
         times[f'build E2E cache ({cache["computed"]} images)'] = cache[
@@ -201,7 +189,8 @@ def main():
 
     start = time.perf_counter()
     picture_dir = osp.join(work_dir, 'pictures')
-    counter, classes, pictures = evaluate(res_cfg, res_ckpt, args, picture_dir)
+    counter, classes, pictures = evaluate(
+        res_cfg, res_ckpt, args, picture_dir, num_samples=args.num_samples)
     test_cfg = res_cfg.model.test_cfg
     sampler = (f"{test_cfg.sampler.upper()}-{test_cfg.get('num_steps')}"
                f'x{args.num_samples}')
@@ -210,11 +199,13 @@ def main():
     times[f'evaluate ({sampler})'] = time.perf_counter() - start
     if args.paper_sampler:
         start = time.perf_counter()
-        paper_cfg = copy.deepcopy(res_cfg)
-        paper_cfg.model.test_cfg.update(sampler='ddpm', num_steps=None)
-        args_1 = copy.copy(args)
-        args_1.num_samples = 1
-        paper, _, _ = evaluate(paper_cfg, res_ckpt, args_1)
+        paper, _, _ = evaluate(
+            res_cfg,
+            res_ckpt,
+            args,
+            sampler='ddpm',
+            num_steps=None,
+            num_samples=1)
         columns['ResEns DDPM-T'] = paper.iou('resensemble')
         times['evaluate (DDPM, all T steps)'] = time.perf_counter() - start
 

@@ -1,0 +1,78 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+"""Configure, train (or reuse) and load runs: shared by the demo and the
+benchmarks."""
+import copy
+import os.path as osp
+from typing import Optional, Tuple
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.runner import Runner, load_checkpoint
+from mmseg.registry import MODELS
+
+from mmseg_resensemble.engine import E2ECacheHook
+
+
+def load_run_config(path: str,
+                    data_root: str,
+                    work_dir: str,
+                    iters: Optional[int] = None,
+                    seed: Optional[int] = None) -> Config:
+    """A config with its data root, work dir, length and seed set.
+
+    Data loaders get at most one worker, without persistent workers (a
+    small machine runs several runs one after another).
+    """
+    cfg = Config.fromfile(path)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key].dataset.data_root = data_root
+        cfg[key].num_workers = min(cfg[key].num_workers, 1)
+        cfg[key].persistent_workers = False
+    cfg.work_dir = work_dir
+    cfg.launcher = 'none'
+    if iters is not None:
+        cfg.train_cfg.max_iters = iters
+        cfg.train_cfg.val_interval = iters
+        cfg.default_hooks.checkpoint.interval = iters
+        for scheduler in cfg.param_scheduler:
+            scheduler.end = min(scheduler.end, iters)
+    if seed is not None:
+        cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
+    return cfg
+
+
+def final_checkpoint(cfg: Config) -> str:
+    """The checkpoint an iteration-based run writes last."""
+    return osp.join(cfg.work_dir, f'iter_{cfg.train_cfg.max_iters}.pth')
+
+
+def train_or_reuse(cfg: Config) -> Tuple[str, Optional[dict]]:
+    """Train with MMSeg's runner unless the final checkpoint exists.
+
+    Returns:
+        tuple: The final checkpoint, and the E2E cache hook's statistics
+        (with the seconds it took) when the run built a cache, else None.
+    """
+    ckpt = final_checkpoint(cfg)
+    if osp.isfile(ckpt):
+        print_log(f'reusing {ckpt}', 'current')
+        return ckpt, None
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    cache = [h.stats for h in runner.hooks if isinstance(h, E2ECacheHook)]
+    return ckpt, (cache[0] if cache else None)
+
+
+def load_resensemble(cfg: Config, checkpoint: str,
+                     **test_cfg) -> torch.nn.Module:
+    """A trained ResEnsemble model in eval mode, ``test_cfg`` updated.
+
+    The E2E weights come from ``checkpoint`` (``e2e_checkpoint`` unused).
+    """
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.e2e_checkpoint = None
+    model_cfg.test_cfg = dict(model_cfg.get('test_cfg') or {}, **test_cfg)
+    model = MODELS.build(model_cfg)
+    load_checkpoint(model, checkpoint, map_location='cpu', logger='current')
+    return model.eval()
