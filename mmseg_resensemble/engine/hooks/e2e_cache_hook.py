@@ -19,10 +19,10 @@ from mmengine.utils import ProgressBar
 from mmseg.registry import HOOKS
 from torch import Tensor
 
-from mmseg_resensemble.datasets.e2e_cache_store import (
-    E2ECacheError, E2ECacheStore, canonical_json, file_sha256,
-    fingerprint_digest, state_dict_sha256)
-from mmseg_resensemble.datasets.transforms import LoadE2ECache
+from ...datasets.e2e_cache_store import (E2ECacheError, E2ECacheStore,
+                                         canonical_json, file_sha256,
+                                         fingerprint_digest, state_dict_sha256)
+from ...datasets.transforms import LoadE2ECache
 
 __all__ = ['E2ECacheHook']
 
