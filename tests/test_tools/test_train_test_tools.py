@@ -89,6 +89,14 @@ def test_train_resume_and_test_plain_mmseg_config(e2e_run, data_root):
     assert 'Iter(train) [1/6]' not in resumed
     ckpt = torch.load(osp.join(work_dir, 'iter_6.pth'))  # weights_only
     assert ckpt['meta']['iter'] == 6
+    # without the plugin's allowlist torch refuses mmengine's checkpoint
+    plain = subprocess.run([
+        sys.executable, '-c',
+        f'import torch; torch.load({osp.join(work_dir, "iter_6.pth")!r})'
+    ],
+                           capture_output=True,
+                           text=True)
+    assert plain.returncode != 0 and 'HistoryBuffer' in plain.stderr
     out = run([
         sys.executable, 'tools/test.py', E2E_CONFIG,
         osp.join(work_dir, 'iter_6.pth'), '--work-dir', work_dir,
