@@ -55,10 +55,20 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000),
+    # written atomically: a run killed mid-save can always resume
+    checkpoint=dict(
+        type='AtomicCheckpointHook', by_epoch=False, interval=1000),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 randomness = dict(seed=0)
+# docs/reliability.md: checks before training, stop on a non-finite loss,
+# random states in checkpoints (exact --resume)
+reliability_hooks = [
+    dict(type='ResEnsembleSanityCheckHook'),
+    dict(type='NonFiniteLossHook'),
+    dict(type='RandomStateHook'),
+]
+custom_hooks = reliability_hooks
 # mIoU of the ensemble and, as e2e_mIoU, of the frozen E2E learner alone
 val_evaluator = dict(type='ResEnsembleIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
