@@ -57,7 +57,15 @@ def parse_args():
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, help='torch CPU threads')
     parser.add_argument('--out', help='write the results as JSON here')
-    return parser.parse_args()
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='smoke run: 64x64, one step setting, one repeat')
+    args = parser.parse_args()
+    if args.quick:
+        args.shape, args.steps, args.ddpm = (64, 64), [1], False
+        args.repeats, args.warmup = 1, 0
+    return args
 
 
 def build(cfg: Config, num_classes: int = None) -> torch.nn.Module:

@@ -86,7 +86,16 @@ def parse_args():
     parser.add_argument('--e2e-iters', type=int)
     parser.add_argument('--res-iters', type=int)
     parser.add_argument('--out', help='JSON results')
-    return parser.parse_args()
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='smoke run: tiny data, 4 training iterations, seed 0, ddim-1')
+    args = parser.parse_args()
+    if args.quick:
+        args.e2e_iters = args.res_iters = 4
+        args.seeds, args.ablation_seeds = [0], [0]
+        args.samplers = ['ddim-1']
+    return args
 
 
 def sampler_cfg(name: str) -> dict:
@@ -114,8 +123,9 @@ def main():
         sampler_cfg(name)  # fail early on a typo
     paths = CONFIGS[args.dataset]
     work_dir = osp.abspath(args.work_dir)
+    splits = dict(train=8, val=4) if args.quick else dict(train=200, val=50)
     data_root = args.data_root or generate_shapes_dataset(
-        osp.join(work_dir, 'data', 'shapes'), dict(train=200, val=50), seed=0)
+        osp.join(work_dir, 'data', 'shapes'), splits, seed=0)
     e2e_cfg = load_run_config(
         osp.join(ROOT, paths['e2e']),
         data_root,

@@ -1,0 +1,51 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+"""The benchmark scripts' --quick smoke runs: they run and write tables."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SHAPES = ('configs/resensemble/'
+          'resensemble_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py')
+
+
+def run(args):
+    proc = subprocess.run(
+        [sys.executable] + args,
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS='1'),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+def test_bench_quality_quick(tmp_path):
+    out = run([
+        'tools/benchmarks/bench_quality.py', '--quick', '--work-dir',
+        str(tmp_path), '--variants', 'cached-sample', 'onthefly-sample',
+        '--out',
+        str(tmp_path / 'quality.json')
+    ])
+    assert 'E2E learner alone' in out and 'cached-sample ddim-1' in out
+    results = json.load(open(tmp_path / 'quality.json'))
+    assert {r['variant']
+            for r in results['runs']} == {'cached-sample', 'onthefly-sample'}
+    assert all(0 <= r['mIoU'] <= 100 for r in results['runs'])
+
+
+def test_bench_latency_quick(tmp_path):
+    out = run([
+        'tools/benchmarks/bench_latency.py', SHAPES, '--quick', '--classes',
+        '3', '--out',
+        str(tmp_path / 'latency.json')
+    ])
+    assert 'E2E alone' in out and 'ResEns DDIM-1' in out
+    results = json.load(open(tmp_path / 'latency.json'))
+    assert results['steps'][0]['setting'] == 'E2E alone'
+    assert results['classes'][0]['classes'] == 3
+    assert all(r['seconds'] > 0 for r in results['steps'])
