@@ -6,7 +6,7 @@ import json
 import os
 import os.path as osp
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from mmengine.utils import ProgressBar
 from mmseg.registry import HOOKS
 from torch import Tensor
 
+from ...datasets.dataset_utils import base_datasets, iter_transforms
 from ...datasets.e2e_cache_store import (E2ECacheError, E2ECacheStore,
                                          canonical_json, file_sha256,
                                          fingerprint_digest, state_dict_sha256)
@@ -32,24 +33,6 @@ def _type_name(transform_cfg: Any) -> str:
     t = transform_cfg.get('type', '') if isinstance(transform_cfg,
                                                     dict) else ''
     return t if isinstance(t, str) else getattr(t, '__name__', str(t))
-
-
-def base_datasets(dataset: Any) -> Iterator[Any]:
-    """The datasets inside ``ConcatDataset``/``RepeatDataset``/... ."""
-    if hasattr(dataset, 'datasets'):
-        for ds in dataset.datasets:
-            yield from base_datasets(ds)
-    elif hasattr(dataset, 'dataset'):
-        yield from base_datasets(dataset.dataset)
-    else:
-        yield dataset
-
-
-def _iter_transforms(transforms: Any) -> Iterator[Any]:
-    """Every transform inside a ``Compose`` (nested ones included)."""
-    for t in getattr(transforms, 'transforms', None) or []:
-        yield t
-        yield from _iter_transforms(t)
 
 
 @HOOKS.register_module()
@@ -198,7 +181,7 @@ class E2ECacheHook(Hook):
         """The ``LoadE2ECache`` transforms of the training pipelines."""
         found = []
         for ds in base_datasets(dataset):
-            for t in _iter_transforms(getattr(ds, 'pipeline', None)):
+            for t in iter_transforms(getattr(ds, 'pipeline', None)):
                 if isinstance(t, LoadE2ECache):
                     found.append(t)
         return found

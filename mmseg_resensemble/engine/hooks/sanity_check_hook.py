@@ -1,6 +1,6 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """Refuse inconsistent data and models before training or testing."""
-from typing import Any, Iterator, List, Optional
+from typing import Any, List, Optional
 
 from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.hooks import Hook
@@ -8,27 +8,11 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
+from mmseg_resensemble.datasets.dataset_utils import (base_datasets,
+                                                      iter_transforms)
 from mmseg_resensemble.datasets.transforms.checks import CheckImageAndLabel
 
 __all__ = ['ResEnsembleSanityCheckHook']
-
-
-def _base_datasets(dataset: Any) -> Iterator[Any]:
-    """The datasets inside ``ConcatDataset``/``RepeatDataset``/... ."""
-    if hasattr(dataset, 'datasets'):
-        for ds in dataset.datasets:
-            yield from _base_datasets(ds)
-    elif hasattr(dataset, 'dataset'):
-        yield from _base_datasets(dataset.dataset)
-    else:
-        yield dataset
-
-
-def _transforms(pipeline: Any) -> Iterator[Any]:
-    """The transforms of a ``Compose``, nested ones (TTA) included."""
-    for t in getattr(pipeline, 'transforms', None) or []:
-        yield t
-        yield from _transforms(t)
 
 
 def _describe(dataset: Any) -> str:
@@ -128,7 +112,7 @@ class ResEnsembleSanityCheckHook(Hook):
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         if len(dataset) == 0:
-            where = '; '.join(_describe(ds) for ds in _base_datasets(dataset))
+            where = '; '.join(_describe(ds) for ds in base_datasets(dataset))
             raise ValueError(f'the {split} data set is empty: {where}')
 
         classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
@@ -146,8 +130,8 @@ class ResEnsembleSanityCheckHook(Hook):
         mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
         channels = None if mean is None else int(mean.numel())
         checks = []
-        for ds in _base_datasets(dataset):
-            for t in _transforms(getattr(ds, 'pipeline', None)):
+        for ds in base_datasets(dataset):
+            for t in iter_transforms(getattr(ds, 'pipeline', None)):
                 if isinstance(t, CheckImageAndLabel):
                     checks.append(t)
                     if (channels is not None and t.num_channels is not None
@@ -178,7 +162,7 @@ class ResEnsembleSanityCheckHook(Hook):
         rank, world_size = get_dist_info()
         errors = []
         checked = 0
-        for ds in _base_datasets(dataset):
+        for ds in base_datasets(dataset):
             prefix = []
             for t in getattr(
                     getattr(ds, 'pipeline', None), 'transforms', None) or []:
