@@ -217,16 +217,23 @@ class ResEnsembleSegmentor(BaseSegmentor):
         logits = self.e2e_logits(feats)
         out = self.decode_head.predict(feats, self.logits_to_probs(logits),
                                        inputs.shape[-2:], self.test_cfg)
-        out['e2e_logits'] = logits
-        return {
+        size = inputs.shape[-2:]
+        maps = {
             k:
             resize(
                 v,
-                size=inputs.shape[-2:],
+                size=size,
                 mode='bilinear',
                 align_corners=self.align_corners)
             for k, v in out.items()
         }
+        # as the E2E learner resizes its own logits
+        maps['e2e_logits'] = resize(
+            logits,
+            size=size,
+            mode='bilinear',
+            align_corners=self.e2e.align_corners)
+        return maps
 
     def slide_maps(self, inputs: Tensor) -> Dict[str, Tensor]:
         """:meth:`infer_maps` over overlapping crops, averaged.
