@@ -12,7 +12,11 @@ Variants (the ResEnsemble config of the data set, changed as named):
   (``prediction_type='sample'``), the configs' default;
 * ``onthefly-sample``: E2E outputs computed on the augmented batch;
 * ``cached-epsilon``: the paper's ε-prediction;
-* ``cached-v``: v-prediction.
+* ``cached-v``: v-prediction;
+* ``plain-ddpm``: ablation, a conditional DDPM that generates x0 itself
+  from the image features alone (no residual, no x̂0 input, no ensemble:
+  ``residual_target=False, condition_on_e2e=False``), SegDiff-style, with
+  the same head and training budget.
 
 Samplers: ``ddim-K`` (K DDIM steps), ``ddim-KxS`` (S samples averaged),
 ``ddpm`` (Algorithm 2 over all T steps).
@@ -56,6 +60,11 @@ VARIANTS = {
     'onthefly-sample': ('plain', 'sample'),
     'cached-epsilon': ('cached', 'epsilon'),
     'cached-v': ('cached', 'v'),
+    'plain-ddpm': ('plain', 'sample'),
+}
+# changes of the head per variant, beside prediction_type
+HEAD_OPTIONS = {
+    'plain-ddpm': dict(residual_target=False, condition_on_e2e=False),
 }
 
 
@@ -152,6 +161,7 @@ def main():
             cfg.model.e2e = osp.join(ROOT, paths['e2e'])
             cfg.model.e2e_checkpoint = e2e_ckpt
             cfg.model.decode_head.prediction_type = prediction_type
+            cfg.model.decode_head.update(HEAD_OPTIONS.get(variant, {}))
             start = time.perf_counter()
             ckpt, _ = train_or_reuse(cfg)
             train_s = time.perf_counter() - start
