@@ -23,7 +23,7 @@ import statistics
 import time
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
@@ -57,6 +57,11 @@ def parse_args():
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, help='torch CPU threads')
     parser.add_argument('--out', help='write the results as JSON here')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. model.decode_head.channels=32')
     parser.add_argument(
         '--quick',
         action='store_true',
@@ -139,6 +144,8 @@ def main():
         torch.set_num_threads(args.threads)
     init_default_scope('mmseg')
     cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     common = dict(num_samples=args.num_samples, mode='whole')
     settings = [(f'ResEns DDIM-{k}', dict(common, sampler='ddim', num_steps=k))
                 for k in args.steps]
@@ -147,6 +154,7 @@ def main():
             ('ResEns DDPM-T', dict(common, sampler='ddpm', num_steps=None)))
     results = dict(
         config=args.config,
+        cfg_options=args.cfg_options,
         device=(torch.cuda.get_device_name() if args.device.startswith('cuda')
                 else f'{platform.processor() or "cpu"}, '
                 f'{torch.get_num_threads()} threads'),
