@@ -243,6 +243,10 @@ def test_e2e_checkpoint_errors(tmp_path):
     (dict(mode='tiles'), 'mode'),
     (dict(mode='slide', crop_size=(8, 8)), 'stride'),
     (dict(num_samples=0), 'num_samples'),
+    (dict(sampler='euler'), 'ddim'),
+    (dict(num_steps=0), 'num_steps'),
+    (dict(num_steps=21), 'num_steps'),
+    (dict(sampler='ddpm', num_steps=5), 'ddim'),
 ])
 def test_bad_test_cfg(test_cfg, match):
     with pytest.raises(ValueError, match=match):
