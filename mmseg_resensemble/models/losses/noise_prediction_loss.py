@@ -11,7 +11,8 @@ class NoisePredictionLoss(nn.Module):
     """The ε-prediction loss ‖ε − εθ(x̄t, I0, t)‖² (Algorithm 1).
 
     Mean squared error over channels and valid pixels; pixels whose weight
-    is 0 (ignored labels, padding) add nothing.
+    is 0 (ignored labels, padding) add nothing. With the head's other
+    ``prediction_type``s the target is x̄0 ('sample') or v, the same MSE.
 
     Args:
         loss_weight (float): Weight of the loss. Defaults to 1.0.
