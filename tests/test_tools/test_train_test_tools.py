@@ -182,15 +182,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_dist_train_two_cpu_processes(data_root, tmp_path):
+def test_dist_train_and_test_two_cpu_processes(data_root, tmp_path):
+    # one thread per process: two processes share the CPU cores
+    env = dict(PYTHON=sys.executable, OMP_NUM_THREADS='1')
     out = run(
         [
             'bash', 'tools/dist_train.sh', E2E_CONFIG, '2', '--work-dir',
             str(tmp_path), '--cfg-options'
         ] + small_run_options(data_root, 2, 2),
-        # one thread per process: two processes share the CPU cores
-        env=dict(
-            PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1'))
+        env=dict(env, PORT=str(free_port())))
     assert 'gloo' in out
     assert osp.isfile(osp.join(str(tmp_path), 'iter_2.pth'))
     assert 0 <= mIoU(out) <= 100
+    out = run(
+        [
+            'bash', 'tools/dist_test.sh', E2E_CONFIG,
+            osp.join(str(tmp_path), 'iter_2.pth'), '2', '--work-dir',
+            str(tmp_path), '--cfg-options'
+        ] + small_run_options(data_root, 2, 2),
+        env=dict(env, PORT=str(free_port())))
+    assert 'gloo' in out and 0 <= mIoU(out) <= 100
