@@ -237,3 +237,26 @@ def test_other_prediction_types_train_and_sample(monkeypatch, prediction_type):
 def test_unknown_prediction_type_raises():
     with pytest.raises(ValueError, match='prediction_type'):
         build_head(prediction_type='score')
+
+
+def test_refiner_head_trains_with_cross_entropy_and_predicts():
+    head = build_head(type='E2ERefinerHead')
+    feats, probs, labels = random_inputs()
+    loss = head.loss(feats, probs, samples_with_gt(labels), None)['loss_ce']
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert head.mask_in.weight.grad is not None
+    out = head.predict(feats, probs, (8, 8), dict(num_steps=4))
+    torch.testing.assert_close(out['probs'].sum(1), torch.ones(2, 8, 8))
+    assert out['uncertainty'].abs().max() == 0
+    # a few steps of training lower the loss (it learns, deterministically)
+    optim = torch.optim.Adam(head.parameters(), lr=1e-2)
+    first = None
+    for _ in range(20):
+        optim.zero_grad()
+        loss = head.loss(feats, probs, samples_with_gt(labels),
+                         None)['loss_ce']
+        loss.backward()
+        optim.step()
+        first = loss.item() if first is None else first
+    assert loss.item() < first

@@ -13,6 +13,8 @@ Variants (the ResEnsemble config of the data set, changed as named):
 * ``onthefly-sample``: E2E outputs computed on the augmented batch;
 * ``cached-epsilon``: the paper's ε-prediction;
 * ``cached-v``: v-prediction;
+* ``refiner-ce``: ablation, the same head trained deterministically with
+  cross-entropy on top of x̂0 (:class:`E2ERefinerHead`, no diffusion);
 * ``plain-ddpm``: ablation, a conditional DDPM that generates x0 itself
   from the image features alone (no residual, no x̂0 input, no ensemble:
   ``residual_target=False, condition_on_e2e=False``), SegDiff-style, with
@@ -61,10 +63,12 @@ VARIANTS = {
     'cached-epsilon': ('cached', 'epsilon'),
     'cached-v': ('cached', 'v'),
     'plain-ddpm': ('plain', 'sample'),
+    'refiner-ce': ('plain', 'sample'),
 }
 # changes of the head per variant, beside prediction_type
 HEAD_OPTIONS = {
     'plain-ddpm': dict(residual_target=False, condition_on_e2e=False),
+    'refiner-ce': dict(type='E2ERefinerHead'),
 }
 
 
