@@ -13,7 +13,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 from mmseg.utils import register_all_modules
 
-from mmseg_resensemble.utils import prepare_distributed
+from mmseg_resensemble.utils import prepare_distributed, shutdown_distributed
 
 
 def parse_args():
@@ -118,6 +118,7 @@ def main():
 
     runner = Runner.from_cfg(cfg)
     runner.test()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

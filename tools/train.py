@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 from mmseg.utils import register_all_modules
 
-from mmseg_resensemble.utils import prepare_distributed
+from mmseg_resensemble.utils import prepare_distributed, shutdown_distributed
 
 
 def parse_args():
@@ -100,6 +100,7 @@ def main():
         runner = RUNNERS.build(cfg)
 
     runner.train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -1,10 +1,10 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 from .checkpoint_compat import (mmengine_safe_globals,
                                 register_checkpoint_safe_globals)
-from .dist import prepare_distributed
+from .dist import prepare_distributed, shutdown_distributed
 from .mobilenetv2_converter import convert_mobilenetv2
 
 __all__ = [
     'convert_mobilenetv2', 'prepare_distributed', 'mmengine_safe_globals',
-    'register_checkpoint_safe_globals'
+    'register_checkpoint_safe_globals', 'shutdown_distributed'
 ]

@@ -41,3 +41,14 @@ def prepare_distributed(cfg: Config) -> Config:
         f'{dist_cfg["backend"]} backend',
         logger='current')
     return cfg
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group at the end of a distributed run.
+
+    Without it, gloo's threads can still be alive when the interpreter
+    exits, and a rank that finished its work then aborts ("terminate
+    called without an active exception", SIGABRT), failing the launch.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
