@@ -1,7 +1,10 @@
 # ResEnsemble-DDPM on CamVid, on top of the DeepLabV3+ MobileNetV2 E2E
 # learner (configs/e2e/deeplabv3plus_m-v2-d8_1xb8-1k_camvid-360x480.py,
 # trained first). Only the diffusion learner trains; one GPU or a CPU.
-_base_ = ['mmseg::_base_/default_runtime.py', '../_base_/datasets/camvid.py']
+_base_ = [
+    'mmseg::_base_/default_runtime.py', '../_base_/datasets/camvid.py',
+    '../_base_/schedules/resensemble_adamw_1k.py'
+]
 custom_imports = dict(
     imports=['mmseg_resensemble'], allow_failed_imports=False)
 model = dict(
@@ -37,31 +40,6 @@ model = dict(
         align_corners=False),
     test_cfg=dict(
         mode='whole', sampler='ddim', num_steps=4, num_samples=1, seed=0))
-optim_wrapper = dict(
-    type='OptimWrapper',
-    constructor='TrainableParamsOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [
-    dict(
-        type='PolyLR',
-        eta_min=1e-5,
-        power=0.9,
-        begin=0,
-        end=1000,
-        by_epoch=False)
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=1000, val_interval=500)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
-randomness = dict(seed=0)
 # mIoU of the ensemble and, as e2e_mIoU, of the frozen E2E learner alone
 val_evaluator = dict(type='ResEnsembleIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -1,7 +1,10 @@
 # ResEnsemble-DDPM on DRIVE, on top of the DeepLabV3+ MobileNetV2 E2E
 # learner (configs/e2e/deeplabv3plus_m-v2-d8_1xb8-1k_drive-128x128.py,
 # trained first). Only the diffusion learner trains; one GPU or a CPU.
-_base_ = ['mmseg::_base_/default_runtime.py', '../_base_/datasets/drive.py']
+_base_ = [
+    'mmseg::_base_/default_runtime.py', '../_base_/datasets/drive.py',
+    '../_base_/schedules/resensemble_adamw_1k.py'
+]
 custom_imports = dict(
     imports=['mmseg_resensemble'], allow_failed_imports=False)
 model = dict(
@@ -42,31 +45,6 @@ model = dict(
         num_steps=4,
         num_samples=1,
         seed=0))
-optim_wrapper = dict(
-    type='OptimWrapper',
-    constructor='TrainableParamsOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [
-    dict(
-        type='PolyLR',
-        eta_min=1e-5,
-        power=0.9,
-        begin=0,
-        end=1000,
-        by_epoch=False)
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=1000, val_interval=500)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
-randomness = dict(seed=0)
 # mIoU/mDice of the ensemble and (e2e_*) of the frozen E2E learner alone
 val_evaluator = dict(
     type='ResEnsembleIoUMetric', iou_metrics=['mIoU', 'mDice'])

@@ -1,6 +1,9 @@
 # ResEnsemble-DDPM on top of the demo's E2E learner
 # (configs/e2e/fcn_m-v2-d8_1xb8-1k_shapes-96x128.py, trained first).
-_base_ = ['mmseg::_base_/default_runtime.py', '../_base_/datasets/shapes.py']
+_base_ = [
+    'mmseg::_base_/default_runtime.py', '../_base_/datasets/shapes.py',
+    '../_base_/schedules/resensemble_adamw_1k.py'
+]
 custom_imports = dict(
     imports=['mmseg_resensemble'], allow_failed_imports=False)
 model = dict(
@@ -34,11 +37,8 @@ model = dict(
     # num_steps=None is the paper's Algorithm 2 over all T steps
     test_cfg=dict(
         mode='whole', sampler='ddim', num_steps=1, num_samples=1, seed=0))
-optim_wrapper = dict(
-    type='OptimWrapper',
-    constructor='TrainableParamsOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=2e-3, weight_decay=1e-4),
-    clip_grad=dict(max_norm=1.0))
+# the 1k schedule, twice as long and at twice the learning rate
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [
     dict(
         type='PolyLR',
@@ -48,27 +48,8 @@ param_scheduler = [
         end=2000,
         by_epoch=False)
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=2000, val_interval=1000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    # written atomically: a run killed mid-save can always resume
-    checkpoint=dict(
-        type='AtomicCheckpointHook', by_epoch=False, interval=1000),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
-randomness = dict(seed=0)
-# docs/reliability.md: checks before training, stop on a non-finite loss,
-# random states in checkpoints (exact --resume)
-reliability_hooks = [
-    dict(type='ResEnsembleSanityCheckHook'),
-    dict(type='NonFiniteLossHook'),
-    dict(type='RandomStateHook'),
-]
-custom_hooks = reliability_hooks
+train_cfg = dict(max_iters=2000, val_interval=1000)
+default_hooks = dict(checkpoint=dict(interval=1000))
 # mIoU of the ensemble and, as e2e_mIoU, of the frozen E2E learner alone
 val_evaluator = dict(type='ResEnsembleIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
