@@ -1,31 +1,21 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """The benchmark scripts' --quick smoke runs: they run and write tables."""
 import json
-import os
-import os.path as osp
-import subprocess
 import sys
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from tests.test_tools.test_train_test_tools import run
+
 SHAPES = ('configs/resensemble/'
           'resensemble_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py')
 
 
-def run(args):
-    proc = subprocess.run(
-        [sys.executable] + args,
-        cwd=ROOT,
-        env=dict(os.environ, OMP_NUM_THREADS='1'),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    return proc.stdout
+def run_script(args):
+    """A benchmark script, one thread (the tests share the CPU)."""
+    return run([sys.executable] + args, env=dict(OMP_NUM_THREADS='1'))
 
 
 def test_bench_quality_quick(tmp_path):
-    out = run([
+    out = run_script([
         'tools/benchmarks/bench_quality.py', '--quick', '--work-dir',
         str(tmp_path), '--variants', 'cached-sample', 'onthefly-sample',
         '--out',
@@ -39,7 +29,7 @@ def test_bench_quality_quick(tmp_path):
 
 
 def test_bench_latency_quick(tmp_path):
-    out = run([
+    out = run_script([
         'tools/benchmarks/bench_latency.py', SHAPES, '--quick', '--classes',
         '3', '--out',
         str(tmp_path / 'latency.json')

@@ -314,6 +314,27 @@ class ResidualDiffusionHead(BaseDecodeHead):
             losses[name] = losses[name] + loss if name in losses else loss
         return losses
 
+    def check_test_cfg(self, test_cfg: ConfigType) -> None:
+        """Raise ``ValueError`` naming a bad sampling setting of
+        ``test_cfg`` (sampler, num_steps, num_samples), before any work."""
+        sampler = test_cfg.get('sampler', 'ddim')
+        if sampler not in SAMPLERS:
+            raise ValueError(f'test_cfg.sampler={sampler!r} is not one of '
+                             f'{list(SAMPLERS)}')
+        num_samples = test_cfg.get('num_samples', 1)
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError('test_cfg.num_samples must be an int >= 1, got '
+                             f'{num_samples!r}')
+        num_steps = test_cfg.get('num_steps', None)
+        T = self.diffusion.num_timesteps
+        if num_steps is not None:
+            self.diffusion.timesteps(num_steps)  # raises if not in [1, T]
+        if sampler == 'ddpm' and num_steps not in (None, T):
+            raise ValueError(
+                f"test_cfg.sampler='ddpm' runs all {T} steps "
+                f'(num_steps=None), got num_steps={num_steps}; use '
+                "sampler='ddim' for fewer")
+
     def predict(self, inputs: List[Tensor], e2e_probs: Tensor,
                 input_size: Sequence[int],
                 test_cfg: ConfigType) -> Dict[str, Tensor]:
@@ -344,12 +365,7 @@ class ResidualDiffusionHead(BaseDecodeHead):
         clip = test_cfg.get('clip_denoised', None)
         if clip is None:
             clip = sampler == 'ddim'
-        if sampler not in SAMPLERS:
-            raise ValueError(f'test_cfg.sampler={sampler!r} is not one of '
-                             f'{sorted(SAMPLERS)}')
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError('test_cfg.num_samples must be an int >= 1, got '
-                             f'{num_samples!r}')
+        self.check_test_cfg(test_cfg)
 
         cond = self.encode_condition(inputs, input_size)
         x_hat = self.encode_e2e(e2e_probs, cond.shape[-2:]).to(cond.dtype)

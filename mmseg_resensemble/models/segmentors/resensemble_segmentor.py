@@ -14,7 +14,6 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList, add_prefix)
 from torch import Tensor
 
-from mmseg_resensemble.diffusion import SAMPLERS
 from .e2e_learner import load_e2e_checkpoint, load_e2e_config
 
 DEFAULT_TEST_CFG = dict(
@@ -124,24 +123,7 @@ class ResEnsembleSegmentor(BaseSegmentor):
             for key in ('crop_size', 'stride'):
                 if key not in self.test_cfg:
                     raise ValueError(f"test_cfg.mode='slide' needs {key}")
-        num_samples = self.test_cfg.get('num_samples')
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError('test_cfg.num_samples must be an int >= 1, got '
-                             f'{num_samples!r}')
-        sampler = self.test_cfg.get('sampler')
-        if sampler not in SAMPLERS:
-            raise ValueError(f'test_cfg.sampler={sampler!r} is not one of '
-                             f'{list(SAMPLERS)}')
-        diffusion = self.decode_head.diffusion
-        num_steps = self.test_cfg.get('num_steps')
-        if num_steps is not None:
-            diffusion.timesteps(num_steps)  # raises if not in [1, T]
-        if sampler == 'ddpm' and num_steps not in (None,
-                                                   diffusion.num_timesteps):
-            raise ValueError(
-                f"test_cfg.sampler='ddpm' runs all "
-                f'{diffusion.num_timesteps} steps (num_steps=None), got '
-                f"num_steps={num_steps}; use sampler='ddim' for fewer")
+        self.decode_head.check_test_cfg(self.test_cfg)
 
     def train(self, mode: bool = True) -> 'ResEnsembleSegmentor':
         """Train the diffusion learner; the E2E learner stays in eval."""
