@@ -8,7 +8,6 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 from torch import Tensor
 
-from ..utils import labels_to_onehot
 from .residual_diffusion_head import ResidualDiffusionHead
 
 
@@ -35,11 +34,8 @@ class E2ERefinerHead(ResidualDiffusionHead):
     def loss(self, inputs: List[Tensor], e2e_probs: Tensor,
              batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
-        seg_label = self._stack_batch_gt(batch_data_samples)
-        cond = self.encode_condition(inputs, seg_label.shape[-2:])
-        x_hat = self.encode_e2e(e2e_probs, cond.shape[-2:])
-        onehot, valid = labels_to_onehot(seg_label, self.num_classes,
-                                         self.ignore_index, cond.shape[-2:])
+        cond, x_hat, onehot, valid = self.training_maps(
+            inputs, e2e_probs, batch_data_samples)
         log_probs = F.log_softmax(self._logits(cond, x_hat).float(), dim=1)
         per_pixel = -(onehot * log_probs).sum(1, keepdim=True)
         weight = valid.float()

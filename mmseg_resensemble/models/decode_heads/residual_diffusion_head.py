@@ -1,7 +1,7 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """The diffusion learner of ResEnsemble-DDPM: εθ(x̄t, I0, t)."""
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -267,6 +267,23 @@ class ResidualDiffusionHead(BaseDecodeHead):
                 align_corners=self.align_corners)
         return probs_to_analog(e2e_probs.float(), self.scale)
 
+    def training_maps(self, inputs: List[Tensor], e2e_probs: Tensor,
+                      batch_data_samples: SampleList) -> Tuple[Tensor, ...]:
+        """Condition, x̂0 and ground truth at the working resolution.
+
+        Returns:
+            tuple[Tensor]: ``cond`` (N, C, h, w), ``x_hat`` (N, K, h, w) in
+            [-s, s], the one-hot ground truth ``onehot`` (N, K, h, w) in
+            [0, 1] and the labelled-pixel mask ``valid`` (N, 1, h, w).
+        """
+        seg_label = self._stack_batch_gt(batch_data_samples)
+        cond = self.encode_condition(inputs, seg_label.shape[-2:])
+        size = cond.shape[-2:]
+        x_hat = self.encode_e2e(e2e_probs, size)
+        onehot, valid = labels_to_onehot(seg_label, self.num_classes,
+                                         self.ignore_index, size)
+        return cond, x_hat, onehot, valid
+
     def loss(self, inputs: List[Tensor], e2e_probs: Tensor,
              batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
@@ -288,12 +305,8 @@ class ResidualDiffusionHead(BaseDecodeHead):
         Returns:
             dict[str, Tensor]: The loss.
         """
-        seg_label = self._stack_batch_gt(batch_data_samples)
-        cond = self.encode_condition(inputs, seg_label.shape[-2:])
-        size = cond.shape[-2:]
-        x_hat = self.encode_e2e(e2e_probs, size)
-        onehot, valid = labels_to_onehot(seg_label, self.num_classes,
-                                         self.ignore_index, size)
+        cond, x_hat, onehot, valid = self.training_maps(
+            inputs, e2e_probs, batch_data_samples)
         x0 = torch.where(valid, probs_to_analog(onehot, self.scale), x_hat)
         # x̄0 = x0 − R = 2·x0 − x̂0 (R = 0 where ignored, as x0 = x̂0 there)
         x_start = 2 * x0 - x_hat if self.residual_target else x0
