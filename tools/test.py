@@ -118,6 +118,8 @@ def main():
 
     runner = Runner.from_cfg(cfg)
     runner.test()
+    # the DDP wrapper holds the process group: drop it first
+    del runner
     shutdown_distributed()
 
 

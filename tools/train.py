@@ -100,6 +100,8 @@ def main():
         runner = RUNNERS.build(cfg)
 
     runner.train()
+    # the DDP wrapper holds the process group: drop it first
+    del runner
     shutdown_distributed()
 
 

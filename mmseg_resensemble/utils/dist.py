@@ -1,4 +1,6 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
+import gc
+
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
@@ -44,11 +46,22 @@ def prepare_distributed(cfg: Config) -> Config:
 
 
 def shutdown_distributed() -> None:
-    """Destroy the process group at the end of a distributed run.
+    """End a distributed run: wait for every rank, free the process group.
 
-    Without it, gloo's threads can still be alive when the interpreter
-    exits, and a rank that finished its work then aborts ("terminate
-    called without an active exception", SIGABRT), failing the launch.
+    Call it after the last reference to the runner is dropped (the DDP
+    wrapper holds the process group). gloo runs each collective on worker
+    threads, and a worker frees the finished work, with its tensors, after
+    the rank has already moved on. If that happens while the interpreter
+    shuts down, the worker cannot take the GIL, the thread is cancelled
+    inside a ``noexcept`` destructor and the rank aborts ("terminate called
+    without an active exception", SIGABRT), failing the launch. Here a
+    barrier waits for the collectives still in flight, and freeing the
+    process group joins its worker threads, while Python still runs.
     """
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()
+    # the process group is freed, and its threads joined, once nothing
+    # refers to it: collect the cycles that may still hold the DDP wrapper
+    gc.collect()
