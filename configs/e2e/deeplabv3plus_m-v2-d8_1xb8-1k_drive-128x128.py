@@ -1,38 +1,20 @@
 # E2E learner for DRIVE (vessel segmentation, 2 classes): DeepLabV3+ on an
-# ImageNet-pretrained MobileNetV2 (output stride 8), as MMSeg's
-# mobilenet_v2/mobilenet-v2-d8_deeplabv3plus_4xb2-80k_cityscapes-512x1024,
-# trained on 128x128 crops (see ../_base_/datasets/drive.py) and tested
-# on whole images, on one GPU or a CPU.
-# The backbone weights are torchvision's, converted once by
-#   python tools/model_converters/mobilenetv2_torchvision2mmseg.py \
-#       ../shared/weights/mobilenet_v2-b0353104.pth \
-#       work_dirs/pretrained/mobilenet_v2_mmseg.pth
+# ImageNet-pretrained MobileNetV2 (output stride 8; weights converted as
+# ../_base_/models/deeplabv3plus_m-v2-d8.py says), trained on 128x128
+# crops (see ../_base_/datasets/drive.py) and tested on whole images, on
+# one GPU or a CPU.
 _base_ = [
-    'mmseg::_base_/models/deeplabv3plus_r50-d8.py',
-    '../_base_/datasets/drive.py', 'mmseg::_base_/default_runtime.py'
+    '../_base_/models/deeplabv3plus_m-v2-d8.py', '../_base_/datasets/drive.py',
+    'mmseg::_base_/default_runtime.py', '../_base_/schedules/schedule_1k.py'
 ]
 custom_imports = dict(
     imports=['mmseg_resensemble'], allow_failed_imports=False)
 crop_size = (128, 128)
-# BN, not MMSeg's SyncBN: one process (single GPU or CPU)
-norm_cfg = dict(type='BN', requires_grad=True)
-checkpoint = 'work_dirs/pretrained/mobilenet_v2_mmseg.pth'
 data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
-    pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='MobileNetV2',
-        widen_factor=1.,
-        strides=(1, 2, 2, 1, 1, 1, 1),
-        dilations=(1, 1, 1, 2, 2, 4, 4),
-        out_indices=(1, 2, 4, 6),
-        norm_cfg=norm_cfg,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
-    decode_head=dict(
-        in_channels=320, c1_in_channels=24, num_classes=2, norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=96, num_classes=2, norm_cfg=norm_cfg),
+    decode_head=dict(num_classes=2),
+    auxiliary_head=dict(num_classes=2),
     # MMSeg's DRIVE configs slide 64x64 windows over the image (their
     # UNet). This fully convolutional learner takes the whole 584x565
     # image in one pass: on a CPU, 5-9x faster than sliding 128x128
@@ -41,27 +23,4 @@ model = dict(
     # model.test_cfg.mode=slide model.test_cfg.crop_size="(128,128)"
     # model.test_cfg.stride="(85,85)"
     test_cfg=dict(mode='whole'))
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0005),
-    clip_grad=None)
-param_scheduler = [
-    dict(
-        type='PolyLR',
-        eta_min=1e-4,
-        power=0.9,
-        begin=0,
-        end=1000,
-        by_epoch=False)
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=1000, val_interval=500)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
 randomness = dict(seed=0)

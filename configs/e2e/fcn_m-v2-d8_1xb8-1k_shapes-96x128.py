@@ -1,6 +1,9 @@
 # The demo's E2E learner: FCN on a MobileNetV2 (width 0.5, output stride
 # 8), trained from scratch on the generated shapes data set on a CPU.
-_base_ = ['mmseg::_base_/default_runtime.py', '../_base_/datasets/shapes.py']
+_base_ = [
+    '../_base_/datasets/shapes.py', 'mmseg::_base_/default_runtime.py',
+    '../_base_/schedules/schedule_1k.py'
+]
 custom_imports = dict(
     imports=['mmseg_resensemble'], allow_failed_imports=False)
 crop_size = (96, 128)
@@ -38,10 +41,9 @@ model = dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
+# AdamW rather than the schedule's SGD: this learner trains from scratch
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=4e-3, weight_decay=1e-4),
-    clip_grad=None)
+    optimizer=dict(_delete_=True, type='AdamW', lr=4e-3, weight_decay=1e-4))
 param_scheduler = [
     dict(
         type='PolyLR',
@@ -51,14 +53,4 @@ param_scheduler = [
         end=1000,
         by_epoch=False)
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=1000, val_interval=500)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
 randomness = dict(seed=0)
