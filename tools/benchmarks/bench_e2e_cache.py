@@ -9,6 +9,11 @@ x̂0 = E2E(I0) on the fly, once reading it from the cache that
 what real decoders cost relative to the backbone. Weights are random
 (timing does not depend on them).
 
+Then each mode trains again, alone in a fresh process, to measure its
+peak memory over ``--iters`` iterations: the peak resident set size of the
+process (Linux ``VmHWM``, reset after the set-up) on the CPU, the peak of
+``torch.cuda.max_memory_allocated`` on a GPU.
+
 ``--sizes`` instead prints the bytes per cache entry for CamVid,
 Cityscapes and ADE20K (uncompressed, which is exact and an upper bound of
 the compressed size).
@@ -25,6 +30,7 @@ import os
 import os.path as osp
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -114,11 +120,22 @@ def parse_args():
         '--sizes',
         action='store_true',
         help='print the bytes per entry for CamVid, Cityscapes, ADE20K')
+    # internal: the child process that measures one mode's peak memory
+    parser.add_argument(
+        '--peak-memory-of',
+        choices=('on_the_fly', 'cached'),
+        help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def train_cfg(work_dir, data_root, ckpt, args, cached):
+def run_paths(work_dir):
+    """The generated data set and the E2E weights of a benchmark run."""
+    return osp.join(work_dir, 'data'), osp.join(work_dir, 'e2e.pth')
+
+
+def train_cfg(work_dir, args, cached):
     h, w = args.size
+    data_root, ckpt = run_paths(work_dir)
     cache_dir = osp.join(work_dir, 'e2e_cache')
     pipeline = [
         dict(type='LoadImageFromFile'),
@@ -197,31 +214,20 @@ def bench_speed(args, work_dir):
     """Interleave on-the-fly and cached iterations of one model, so that
     the load of a shared machine hits both alike."""
     h, w = args.size
-    data_root = generate_shapes_dataset(
-        osp.join(work_dir, 'data'),
-        splits=dict(train=args.images),
-        size=(h, w))
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    data_root, ckpt = run_paths(work_dir)
+    generate_shapes_dataset(
+        data_root, splits=dict(train=args.images), size=(h, w))
     torch.manual_seed(0)
     e2e = MODELS.build(E2E)
     e2e.init_weights()
-    ckpt = osp.join(work_dir, 'e2e.pth')
     torch.save(dict(state_dict=e2e.state_dict()), ckpt)
     # one iteration through the Runner: E2ECacheHook builds the cache
-    cfg = train_cfg(work_dir, data_root, ckpt, args, cached=True)
-    cfg.train_cfg.max_iters = 1
-    runner = Runner.from_cfg(cfg)
     start = time.perf_counter()
-    runner.train()
+    runner = first_iteration(work_dir, args, cached=True)
     build_time = time.perf_counter() - start
     model, optim_wrapper = runner.model, runner.optim_wrapper
-    model.train()
     iterators = {
-        cached:
-        iter(
-            runner.build_dataloader(
-                train_cfg(work_dir, data_root, ckpt, args,
-                          cached).train_dataloader))
+        cached: train_iterator(runner, work_dir, args, cached)
         for cached in (False, True)
     }
     iter_times = {False: [], True: []}
@@ -260,6 +266,104 @@ def bench_speed(args, work_dir):
     ratio = statistics.median(iter_times[False]) / statistics.median(
         iter_times[True])
     print(f'speed-up per iteration (medians): {ratio:.2f}x')
+    peaks = {
+        mode: peak_memory_in_child(args, work_dir, mode)
+        for mode in ('on_the_fly', 'cached')
+    }
+    unit = peaks['cached']['measure']
+    print(f'peak memory over {args.iters} training iterations, each mode '
+          f'alone in a fresh process ({unit}):')
+    for mode, name in (('on_the_fly', 'on the fly'), ('cached', 'cached')):
+        peak, before = peaks[mode]['peak_bytes'], peaks[mode]['before_bytes']
+        print(f'{name:>10}: {human(peak)} peak, {human(peak - before)} '
+              'above the value before the first iteration')
+
+
+def first_iteration(work_dir, args, cached):
+    """A Runner that trained one iteration (with the cache: E2ECacheHook
+    builds it, or reuses a complete one)."""
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    cfg = train_cfg(work_dir, args, cached=cached)
+    cfg.train_cfg.max_iters = 1
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    runner.model.train()
+    return runner
+
+
+def train_iterator(runner, work_dir, args, cached):
+    cfg = train_cfg(work_dir, args, cached)
+    return iter(runner.build_dataloader(cfg.train_dataloader))
+
+
+def reset_peak_memory():
+    """Start a new peak; returns what the peak measures."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return 'torch.cuda.max_memory_allocated'
+    # writing 5 resets the process's peak resident set size (Linux)
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    return 'peak resident set size of the process, VmHWM'
+
+
+def memory_bytes(peak):
+    """The peak since the reset, or the current value, of what
+    :func:`reset_peak_memory` measures."""
+    if torch.cuda.is_available():
+        return (torch.cuda.max_memory_allocated()
+                if peak else torch.cuda.memory_allocated())
+    key = 'VmHWM:' if peak else 'VmRSS:'
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f'no {key} in /proc/self/status')
+
+
+def measure_peak_memory(args, work_dir):
+    """The child process: train one mode, print its peak memory as JSON.
+
+    The peak is reset once the model, optimiser and data loader exist, so
+    it covers the training iterations only (activations, gradients,
+    optimiser state, data); the cache was built by the parent.
+    """
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    cfg = train_cfg(work_dir, args, args.peak_memory_of == 'cached')
+    runner = Runner.from_cfg(cfg)
+    optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    model = runner.model
+    model.train()
+    iterator = iter(runner.build_dataloader(cfg.train_dataloader))
+    measure = reset_peak_memory()
+    before = memory_bytes(peak=False)
+    for _ in range(args.iters):
+        model.train_step(next(iterator), optim_wrapper)
+    print('PEAK ' + json.dumps(
+        dict(
+            mode=args.peak_memory_of,
+            measure=measure,
+            before_bytes=before,
+            peak_bytes=memory_bytes(peak=True))))
+
+
+def peak_memory_in_child(args, work_dir, mode):
+    command = [
+        sys.executable,
+        osp.abspath(__file__), '--peak-memory-of', mode, '--work-dir',
+        work_dir, '--iters',
+        str(args.iters), '--batch-size',
+        str(args.batch_size), '--images',
+        str(args.images), '--size',
+        str(args.size[0]),
+        str(args.size[1]), '--threads',
+        str(args.threads), '--num-workers',
+        str(args.num_workers)
+    ]
+    out = subprocess.run(
+        command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith('PEAK ')]
+    return json.loads(lines[-1][len('PEAK '):])
 
 
 def human(nbytes):
@@ -322,6 +426,9 @@ def main():
     work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_e2e_cache_')
     os.makedirs(work_dir, exist_ok=True)
     try:
+        if args.peak_memory_of:
+            measure_peak_memory(args, work_dir)
+            return
         if args.sizes:
             bench_sizes(work_dir)
         else:

@@ -23,12 +23,21 @@ Variants (the ResEnsemble config of the data set, changed as named):
 Samplers: ``ddim-K`` (K DDIM steps), ``ddim-KxS`` (S samples averaged),
 ``ddpm`` (Algorithm 2 over all T steps).
 
+``--cfg-options`` changes every ResEnsemble config (not the E2E learner's),
+for example a smaller head; its runs get their own folders, named after
+the options, so they are never mixed up with the default's.
+
 Example (the generated data set, as in docs/benchmarks.md)::
 
     python tools/benchmarks/bench_quality.py --seeds 0 1 2 \\
         --variants cached-sample cached-epsilon onthefly-sample \\
         --ablation-seeds 0 --samplers ddim-1 ddim-4 ddim-10 ddim-4x4 \\
         --out work_dirs/bench_quality/shapes.json
+    # a head of 32 channels
+    python tools/benchmarks/bench_quality.py --seeds 0 1 2 \
+        --samplers ddim-1 ddim-4 ddim-4x4 \
+        --cfg-options model.decode_head.channels=32 \
+        --out work_dirs/bench_quality/shapes_channels32.json
 """
 import argparse
 import json
@@ -39,6 +48,7 @@ import statistics
 import time
 
 import numpy as np
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
@@ -100,6 +110,13 @@ def parse_args():
     parser.add_argument('--res-iters', type=int)
     parser.add_argument('--out', help='JSON results')
     parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        default={},
+        help='key=value changes of the ResEnsemble configs, as in '
+        'tools/train.py')
+    parser.add_argument(
         '--quick',
         action='store_true',
         help='smoke run: tiny data, 4 training iterations, seed 0, ddim-1')
@@ -121,6 +138,12 @@ def sampler_cfg(name: str) -> dict:
         sampler='ddim',
         num_steps=int(match.group(1)),
         num_samples=int(match.group(2) or 1))
+
+
+def run_suffix(cfg_options: dict) -> str:
+    """The folder-name suffix of runs with ``--cfg-options``."""
+    return ''.join(f'_{key}={value}'.replace('/', '-').replace(' ', '')
+                   for key, value in sorted(cfg_options.items()))
 
 
 def mean_std(values):
@@ -151,6 +174,7 @@ def main():
         dataset=args.dataset,
         date=time.strftime('%Y-%m-%d %H:%M %Z'),
         e2e_config=paths['e2e'],
+        cfg_options=args.cfg_options,
         runs=[])
     e2e_miou = None
     for index, variant in enumerate(args.variants):
@@ -158,14 +182,15 @@ def main():
         seeds = args.seeds if index == 0 else (args.ablation_seeds
                                                or args.seeds)
         for seed in seeds:
+            run_name = f'{variant}_seed{seed}{run_suffix(args.cfg_options)}'
             cfg = load_run_config(
                 osp.join(ROOT, paths[config_key]), data_root,
-                osp.join(work_dir, f'{variant}_seed{seed}'), args.res_iters,
-                seed)
+                osp.join(work_dir, run_name), args.res_iters, seed)
             cfg.model.e2e = osp.join(ROOT, paths['e2e'])
             cfg.model.e2e_checkpoint = e2e_ckpt
             cfg.model.decode_head.prediction_type = prediction_type
             cfg.model.decode_head.update(HEAD_OPTIONS.get(variant, {}))
+            cfg.merge_from_dict(args.cfg_options)
             start = time.perf_counter()
             ckpt, _ = train_or_reuse(cfg)
             train_s = time.perf_counter() - start
