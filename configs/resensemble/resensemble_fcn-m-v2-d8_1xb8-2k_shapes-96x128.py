@@ -16,9 +16,7 @@ model = dict(
         in_index=(0, 3),
         num_classes=5,
         # the FCN's resolution
-        working_stride=8),
-    # one DDIM step measured best here (docs/benchmarks.md)
-    test_cfg=dict(num_steps=1))
+        working_stride=8))
 # the 1k schedule, twice as long and at twice the learning rate
 optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [

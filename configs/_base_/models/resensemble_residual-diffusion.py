@@ -27,7 +27,9 @@ model = dict(
             beta_start=1e-4,
             beta_end=2e-2),
         align_corners=False),
-    # few DDIM steps; sampler='ddpm', num_steps=None is the paper's
+    # one DDIM step: the best single-sample setting measured, at 1.09x the
+    # E2E learner's latency (docs/benchmarks.md); num_samples=4 averages
+    # four samples; sampler='ddpm', num_steps=None is the paper's
     # Algorithm 2 over all T steps
     test_cfg=dict(
-        mode='whole', sampler='ddim', num_steps=4, num_samples=1, seed=0))
+        mode='whole', sampler='ddim', num_steps=1, num_samples=1, seed=0))
