@@ -227,7 +227,7 @@ def bench_speed(args, work_dir):
     build_time = time.perf_counter() - start
     model, optim_wrapper = runner.model, runner.optim_wrapper
     iterators = {
-        cached: train_iterator(runner, work_dir, args, cached)
+        cached: train_iterator(runner, train_cfg(work_dir, args, cached))
         for cached in (False, True)
     }
     iter_times = {False: [], True: []}
@@ -282,7 +282,6 @@ def bench_speed(args, work_dir):
 def first_iteration(work_dir, args, cached):
     """A Runner that trained one iteration (with the cache: E2ECacheHook
     builds it, or reuses a complete one)."""
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
     cfg = train_cfg(work_dir, args, cached=cached)
     cfg.train_cfg.max_iters = 1
     runner = Runner.from_cfg(cfg)
@@ -291,8 +290,8 @@ def first_iteration(work_dir, args, cached):
     return runner
 
 
-def train_iterator(runner, work_dir, args, cached):
-    cfg = train_cfg(work_dir, args, cached)
+def train_iterator(runner, cfg):
+    """Batches of ``cfg``'s training data loader, endlessly."""
     return iter(runner.build_dataloader(cfg.train_dataloader))
 
 
@@ -328,13 +327,12 @@ def measure_peak_memory(args, work_dir):
     it covers the training iterations only (activations, gradients,
     optimiser state, data); the cache was built by the parent.
     """
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
     cfg = train_cfg(work_dir, args, args.peak_memory_of == 'cached')
     runner = Runner.from_cfg(cfg)
     optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
     model = runner.model
     model.train()
-    iterator = iter(runner.build_dataloader(cfg.train_dataloader))
+    iterator = train_iterator(runner, cfg)
     measure = reset_peak_memory()
     before = memory_bytes(peak=False)
     for _ in range(args.iters):
@@ -423,6 +421,7 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     init_default_scope('mmseg')
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_e2e_cache_')
     os.makedirs(work_dir, exist_ok=True)
     try:

@@ -34,9 +34,9 @@ Example (the generated data set, as in docs/benchmarks.md)::
         --ablation-seeds 0 --samplers ddim-1 ddim-4 ddim-10 ddim-4x4 \\
         --out work_dirs/bench_quality/shapes.json
     # a head of 32 channels
-    python tools/benchmarks/bench_quality.py --seeds 0 1 2 \
-        --samplers ddim-1 ddim-4 ddim-4x4 \
-        --cfg-options model.decode_head.channels=32 \
+    python tools/benchmarks/bench_quality.py --seeds 0 1 2 \\
+        --samplers ddim-1 ddim-4 ddim-4x4 \\
+        --cfg-options model.decode_head.channels=32 \\
         --out work_dirs/bench_quality/shapes_channels32.json
 """
 import argparse
