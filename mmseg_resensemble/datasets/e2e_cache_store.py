@@ -358,6 +358,24 @@ class E2ECacheStore:
                 or holds values that are not quantised probabilities. The
                 message names the file.
         """
+        arrays, header = self._load_entry(key, meta)
+        return decode_entry(arrays, meta['num_classes']), header
+
+    def check_entry(self, key: str, *, meta: dict) -> dict:
+        """Validate the entry of ``key`` as :meth:`read_entry` does,
+        without decoding its probabilities.
+
+        Returns:
+            dict: The entry's header.
+
+        Raises:
+            E2ECacheError: As :meth:`read_entry`.
+        """
+        return self._load_entry(key, meta)[1]
+
+    def _load_entry(self, key: str,
+                    meta: dict) -> Tuple[Dict[str, np.ndarray], dict]:
+        """The validated arrays of the entry of ``key`` and its header."""
         path = self.entry_path(key)
         if not osp.isfile(path):
             raise E2ECacheError(
@@ -370,8 +388,7 @@ class E2ECacheStore:
             raise E2ECacheError(
                 f'E2E cache entry {path} (image {key}) is truncated or '
                 f'corrupt: {type(e).__name__}: {e}') from e
-        header = self._check_entry(path, key, arrays, meta)
-        return decode_entry(arrays, meta['num_classes']), header
+        return arrays, self._check_entry(path, key, arrays, meta)
 
     @staticmethod
     def _check_entry(path: str, key: str, arrays: Dict[str, np.ndarray],

@@ -199,6 +199,8 @@ def test_topk_round_trip(tmp_path, num_classes, topk):
     read, header = store.read_entry('a.png', meta=meta)
     np.testing.assert_array_equal(read, decode_entry(arrays, num_classes))
     assert header['shape'] == [6, 8] and header['topk'] == topk
+    # validating without decoding gives the same header
+    assert store.check_entry('a.png', meta=meta) == header
 
 
 def test_dense_entry_is_quantised_probabilities(tmp_path):
@@ -255,9 +257,10 @@ def test_truncated_or_corrupt_entry(tmp_path, compress, damage):
         data = b''
     with open(path, 'wb') as f:
         f.write(bytes(data))
-    with pytest.raises(E2ECacheError) as e:
-        store.read_entry('img.png', meta=meta)
-    assert path in str(e.value)
+    for read in (store.read_entry, store.check_entry):
+        with pytest.raises(E2ECacheError) as e:
+            read('img.png', meta=meta)
+        assert path in str(e.value)
 
 
 def test_stale_wrong_classes_wrong_dtype_entries(tmp_path, one_entry):

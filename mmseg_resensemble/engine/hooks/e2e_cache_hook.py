@@ -420,7 +420,7 @@ class E2ECacheHook(Hook):
         if not osp.isfile(store.entry_path(key)):
             return 'missing'
         try:
-            _, header = store.read_entry(key, meta=meta)
+            header = store.check_entry(key, meta=meta)
         except E2ECacheError as e:
             return str(e)
         size = _file_size(img_path)
