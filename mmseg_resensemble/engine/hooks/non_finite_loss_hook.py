@@ -117,9 +117,9 @@ class NonFiniteLossHook(Hook):
         bad_params = (
             self.non_finite_params(runner.model) if self.check_params else [])
         flag = torch.tensor([1. if (bad_losses or bad_params) else 0.])
-        rank, world_size = get_dist_info()
-        if world_size > 1:
-            all_reduce(flag, op='sum')
+        # summed over the ranks (a no-op in a single process)
+        all_reduce(flag, op='sum')
+        rank, _ = get_dist_info()
         if flag.item() == 0:
             self._consecutive = 0
             return

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, get_dist_info
+from mmengine.dist import all_gather_object, get_dist_info, get_rank
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
@@ -174,8 +174,7 @@ class RandomStateHook(Hook):
         self._pending: Optional[Dict[str, Any]] = None
         # all ranks' states recorded for the checkpoint about to be saved
         self._due: Optional[List[Dict[str, Any]]] = None
-        # this rank's states before a validation, and all ranks'
-        self._val_local: Optional[Dict[str, Any]] = None
+        # all ranks' states before a validation
         self._val_all: Optional[List[Dict[str, Any]]] = None
 
     # ------------------------------------------------------------------
@@ -183,11 +182,8 @@ class RandomStateHook(Hook):
     # ------------------------------------------------------------------
     @staticmethod
     def _all_ranks_states() -> List[Dict[str, Any]]:
-        states = get_random_states()
-        _, world_size = get_dist_info()
-        if world_size == 1:
-            return [states]
-        return all_gather_object(states)
+        # [this rank's] in a single process
+        return all_gather_object(get_random_states())
 
     @staticmethod
     def _checkpoint_due(runner, by_epoch: bool) -> bool:
@@ -254,17 +250,14 @@ class RandomStateHook(Hook):
         """Record the training's states before a validation."""
         if not (self.isolate_val and self._training):
             return
-        self._val_local = get_random_states()
-        _, world_size = get_dist_info()
-        self._val_all = ([self._val_local] if world_size == 1 else
-                         all_gather_object(self._val_local))
+        self._val_all = self._all_ranks_states()
 
     def after_val(self, runner) -> None:
         """Put the training's states back after a validation."""
-        if self._val_local is None:
+        if self._val_all is None:
             return
-        set_random_states(self._val_local)
-        self._val_local = self._val_all = None
+        set_random_states(self._val_all[get_rank()])
+        self._val_all = None
 
     # ------------------------------------------------------------------
     # checkpoints

@@ -185,9 +185,9 @@ class ResEnsembleSanityCheckHook(Hook):
                     errors.append(f'sample {idx} ({img_path}): '
                                   f'{type(e).__name__}: {e}')
                 checked += 1
-        if world_size > 1:
-            errors = sum(all_gather_object(errors), [])
-            checked = sum(all_gather_object(checked))
+        # every rank's (this rank's alone in a single process)
+        errors = sum(all_gather_object(errors), [])
+        checked = sum(all_gather_object(checked))
         if errors:
             shown = '\n  '.join(errors[:10])
             more = f'\n  ... and {len(errors) - 10} more' if len(
