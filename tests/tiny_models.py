@@ -1,5 +1,8 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
-"""Tiny model configs shared by the tests (fast on a CPU)."""
+"""Tiny model configs and batches shared by the tests (fast on a CPU)."""
+import torch
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
 
 K = 3
 NORM = dict(type='BN', requires_grad=True)
@@ -90,3 +93,26 @@ def head_cfg(num_classes=K, **kwargs):
         diffusion=dict(num_timesteps=20))
     cfg.update(kwargs)
     return cfg
+
+
+def make_batch(n=2, size=(24, 32), num_classes=K, seed=0):
+    """A training/test batch of ``n`` random images and label maps of
+    ``size`` (H, W), before the data preprocessor."""
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(n):
+        ds = SegDataSample(
+            metainfo=dict(
+                img_path=f'img_{len(samples)}.png',
+                img_shape=size,
+                ori_shape=size,
+                pad_shape=size,
+                padding_size=[0, 0, 0, 0]))
+        ds.gt_sem_seg = PixelData(
+            data=torch.randint(0, num_classes, (1, *size), generator=g))
+        samples.append(ds)
+    inputs = [
+        torch.randint(0, 256, (3, *size), generator=g).float()
+        for _ in range(n)
+    ]
+    return dict(inputs=inputs, data_samples=samples)

@@ -16,17 +16,15 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.hub import get_config
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import DATASETS, MODELS
-from mmseg.structures import SegDataSample
 
 import mmseg_resensemble  # noqa: F401
 import mmseg_resensemble.datasets.camvid  # noqa: F401  (registers it)
+from mmseg_resensemble.models.segmentors.e2e_learner import load_e2e_config
 from mmseg_resensemble.utils.mobilenetv2_converter import convert_mobilenetv2
-from tests.test_tools.test_mobilenetv2_converter import (SHARED_WEIGHTS,
-                                                         random_tv_state_dict)
+from tests.test_tools.test_mobilenetv2_converter import source_state_dict
+from tests.tiny_models import make_batch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(REPO, 'configs')
@@ -69,37 +67,8 @@ def build_model(cfg, **overrides):
     return model
 
 
-def e2e_model_cfg(cfg):
-    """The E2E learner's model config of a ResEnsemble config."""
-    e2e = cfg.model.e2e
-    if not isinstance(e2e, str):
-        return e2e
-    # Config.fromfile does not resolve a top-level 'mmseg::' path
-    return (get_config(e2e) if '::' in e2e else Config.fromfile(e2e)).model
-
-
 def num_classes_of(model):
     return model.decode_head.num_classes
-
-
-def make_batch(size, num_classes, n=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    samples = []
-    for _ in range(n):
-        ds = SegDataSample(
-            metainfo=dict(
-                img_shape=size,
-                ori_shape=size,
-                pad_shape=size,
-                padding_size=[0, 0, 0, 0]))
-        ds.gt_sem_seg = PixelData(
-            data=torch.randint(0, num_classes, (1, *size), generator=g))
-        samples.append(ds)
-    inputs = [
-        torch.randint(0, 256, (3, *size), generator=g).float()
-        for _ in range(n)
-    ]
-    return dict(inputs=inputs, data_samples=samples)
 
 
 def test_configs_found():
@@ -125,7 +94,9 @@ def test_config_builds(name):
         if any(s in name for s in SMALL):
             model.data_preprocessor.size = (64, 96)
             data = model.data_preprocessor(
-                make_batch((64, 96), num_classes_of(model), n=2), True)
+                make_batch(
+                    n=2, size=(64, 96), num_classes=num_classes_of(model)),
+                True)
             losses = model(**data, mode='loss')
             assert torch.isfinite(losses['decode.loss_ce'])
         return
@@ -151,7 +122,7 @@ def test_config_builds(name):
     assert cfg.optim_wrapper.constructor == \
         'TrainableParamsOptimWrapperConstructor'
     # the E2E learner's test mode is kept
-    e2e_test = e2e_model_cfg(cfg).get('test_cfg', {})
+    e2e_test = load_e2e_config(cfg.model.e2e).get('test_cfg', {})
     assert model.test_cfg['mode'] == e2e_test.get('mode', 'whole')
     if model.test_cfg['mode'] == 'slide':
         assert tuple(model.test_cfg['crop_size']) == tuple(
@@ -164,12 +135,12 @@ def test_config_builds(name):
         model.data_preprocessor.size = size
         model.train()
         data = model.data_preprocessor(
-            make_batch(size, model.num_classes, n=2), True)
+            make_batch(n=2, size=size, num_classes=model.num_classes), True)
         losses = model(**data, mode='loss')
         assert torch.isfinite(losses['decode.loss_noise'])
         model.eval()
         data = model.data_preprocessor(
-            make_batch(size, model.num_classes), False)
+            make_batch(n=1, size=size, num_classes=model.num_classes), False)
         with torch.no_grad():
             result = model(**data, mode='predict')[0]
         assert result.pred_sem_seg.shape == size
@@ -202,7 +173,8 @@ def test_resensemble_e2e_checkpoint_points_at_its_e2e(name):
 def test_stub_e2e_checkpoint_loads(tmp_path):
     """A local E2E checkpoint passed as e2e_checkpoint is loaded, frozen."""
     cfg = load(CAMVID_RES)
-    e2e = MODELS.build(e2e_model_cfg(cfg))  # no init_weights: no download
+    # no init_weights: no download
+    e2e = MODELS.build(load_e2e_config(cfg.model.e2e))
     with torch.no_grad():
         for p in e2e.parameters():
             p.normal_(generator=torch.Generator().manual_seed(0))
@@ -227,10 +199,7 @@ def test_pretrained_backbone_loads_converted_weights(name, tmp_path):
     init = cfg.model.backbone.init_cfg
     assert init.type == 'Pretrained'
     assert init.checkpoint == 'work_dirs/pretrained/mobilenet_v2_mmseg.pth'
-    src = torch.load(
-        SHARED_WEIGHTS, map_location='cpu') if osp.isfile(
-            SHARED_WEIGHTS) else random_tv_state_dict()
-    converted = convert_mobilenetv2(src)
+    converted = convert_mobilenetv2(source_state_dict())
     path = tmp_path / 'mobilenet_v2_mmseg.pth'
     torch.save(converted, path)
     cfg.model.backbone.init_cfg.checkpoint = str(path)

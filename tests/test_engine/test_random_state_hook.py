@@ -4,7 +4,6 @@ weights of the uninterrupted one."""
 import os
 import os.path as osp
 import random
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ from torch.utils.data import Dataset
 from mmseg_resensemble.datasets import generate_shapes_dataset
 from mmseg_resensemble.engine.hooks.random_state_hook import (
     RandomStateHook, _RestoreBeforeNext, get_random_states, set_random_states)
+from tests.helpers import free_port, head_weights
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RES_CONFIG = osp.join(
@@ -237,11 +237,6 @@ def train(setup, cmd, expect_rc=0, env=None):
     return proc.stdout
 
 
-def head_weights(path):
-    state = torch.load(path)['state_dict']  # weights_only
-    return {k: v for k, v in state.items() if k.startswith('decode_head.')}
-
-
 def interrupted_and_straight(setup, tag, hook, launcher):
     """Train 6 iterations straight; and kill a run after iteration 3 (its
     checkpoint and validation), then --resume it to 6."""
@@ -293,12 +288,6 @@ def test_resumed_run_differs_without_the_hook(setup):
         assert torch.equal(s3[k], r3[k]), k
     differ = [k for k in s6 if not torch.equal(s6[k], r6[k])]
     assert len(differ) > len(s6) // 2, differ
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_distributed_resume_with_data_workers_is_exact(setup):

@@ -29,6 +29,7 @@ from mmseg_resensemble.engine.hooks.sanity_check_hook import \
     ResEnsembleSanityCheckHook
 from mmseg_resensemble.models.decode_heads.residual_diffusion_head import \
     ResidualDiffusionHead
+from tests.helpers import free_port, head_weights
 from tests.tiny_models import fcn_e2e, head_cfg
 
 K = 5  # the shapes data set's classes
@@ -119,11 +120,6 @@ def nan_at_second_iteration(monkeypatch):
     monkeypatch.setattr(ResidualDiffusionHead, 'loss', loss)
 
 
-def head_state(path):
-    state = torch.load(path)['state_dict']
-    return {k: v for k, v in state.items() if k.startswith('decode_head.')}
-
-
 def test_training_stops_at_the_non_finite_iteration(tmp_path, data_root,
                                                     nan_at_second_iteration):
     work_dir = str(tmp_path)
@@ -146,7 +142,7 @@ def test_training_stops_at_the_non_finite_iteration(tmp_path, data_root,
         assert f.read().endswith('iter_1.pth')
     assert all(
         torch.isfinite(v).all()
-        for v in head_state(osp.join(work_dir, 'iter_1.pth')).values())
+        for v in head_weights(osp.join(work_dir, 'iter_1.pth')).values())
 
 
 def test_without_the_hook_training_saves_nan_weights(tmp_path, data_root,
@@ -157,7 +153,7 @@ def test_without_the_hook_training_saves_nan_weights(tmp_path, data_root,
         dataset_cfg(data_root),
         checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=3))
     Runner.from_cfg(cfg).train()
-    state = head_state(osp.join(str(tmp_path), 'iter_3.pth'))
+    state = head_weights(osp.join(str(tmp_path), 'iter_3.pth'))
     assert any(torch.isnan(v).any() for v in state.values())
 
 
@@ -631,12 +627,8 @@ def _two_ranks(rank, port, root, results):
 
 
 def test_hooks_agree_across_ranks(bad_root):
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Manager().dict()
     mp.spawn(_two_ranks, args=(port, bad_root, results), nprocs=2)
     assert 'iteration 5: on another rank' in results[0]['nan']

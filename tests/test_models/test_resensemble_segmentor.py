@@ -7,10 +7,9 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.structures import PixelData
 from mmseg.models import SegTTAModel
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import mmseg_resensemble  # noqa: F401
-from tests.tiny_models import K, fcn_e2e, head_cfg, ocr_e2e
+from tests.tiny_models import K, fcn_e2e, head_cfg, make_batch, ocr_e2e
 
 
 def build_model(e2e=None, test_cfg=None, **kwargs):
@@ -23,27 +22,6 @@ def build_model(e2e=None, test_cfg=None, **kwargs):
             **kwargs))
     model.init_weights()
     return model
-
-
-def make_batch(n=2, size=(24, 32), num_classes=K, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    samples = []
-    for _ in range(n):
-        ds = SegDataSample(
-            metainfo=dict(
-                img_path=f'img_{len(samples)}.png',
-                img_shape=size,
-                ori_shape=size,
-                pad_shape=size,
-                padding_size=[0, 0, 0, 0]))
-        ds.gt_sem_seg = PixelData(
-            data=torch.randint(0, num_classes, (1, *size), generator=g))
-        samples.append(ds)
-    inputs = [
-        torch.randint(0, 256, (3, *size), generator=g).float()
-        for _ in range(n)
-    ]
-    return dict(inputs=inputs, data_samples=samples)
 
 
 def e2e_state(model):

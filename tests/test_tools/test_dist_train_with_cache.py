@@ -13,8 +13,8 @@ import sys
 import torch
 
 from mmseg_resensemble.datasets import generate_shapes_dataset
-from tests.test_tools.test_train_test_tools import (E2E_CONFIG, ROOT,
-                                                    free_port, run,
+from tests.helpers import free_port
+from tests.test_tools.test_train_test_tools import (E2E_CONFIG, ROOT, run,
                                                     small_run_options)
 
 CACHED = ('configs/resensemble/'

@@ -126,15 +126,16 @@ def tv_features(sd, x, end=18):
 
 
 def source_state_dict():
+    """The ImageNet weights of ../shared when present, else random ones
+    in the same layout."""
     if osp.isfile(SHARED_WEIGHTS):
-        return torch.load(SHARED_WEIGHTS, map_location='cpu'), True
-    return random_tv_state_dict(), False
+        return torch.load(SHARED_WEIGHTS, map_location='cpu')
+    return random_tv_state_dict()
 
 
 @pytest.fixture(scope='module')
 def tv_state():
-    sd, _ = source_state_dict()
-    return sd
+    return source_state_dict()
 
 
 def test_reference_layout_matches_the_shared_file():

@@ -7,7 +7,6 @@ through the same command lines as a user's.
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 from mmseg_resensemble.datasets import generate_shapes_dataset
+from tests.helpers import free_port
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 E2E_CONFIG = 'configs/e2e/fcn_m-v2-d8_1xb8-1k_shapes-96x128.py'
@@ -49,6 +49,7 @@ def run(args, env=None):
         stderr=subprocess.STDOUT,
         text=True,
         timeout=600)
+
     assert proc.returncode == 0, proc.stdout[-4000:]
     return proc.stdout
 
@@ -174,12 +175,6 @@ def test_infer_tool_and_mmseg_inferencer(res_run, data_root, tmp_path):
     result = inferencer(image, return_datasamples=True)
     assert result.pred_sem_seg.data.shape[-2:] == img.shape[:2]
     assert 'e2e_pred_sem_seg' in result
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_dist_train_and_test_two_cpu_processes(data_root, tmp_path):

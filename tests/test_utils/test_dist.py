@@ -1,6 +1,5 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 import os
-import socket
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ from mmengine.dist import all_gather_object
 from torch.nn.parallel import DistributedDataParallel
 
 from mmseg_resensemble.utils import prepare_distributed, shutdown_distributed
+from tests.helpers import free_port
 
 
 def gloo_threads():
@@ -22,12 +22,6 @@ def gloo_threads():
         except OSError:  # the thread ended meanwhile
             pass
     return [name for name in names if 'gloo' in name]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_prepare_distributed_without_launcher_changes_nothing():
