@@ -20,7 +20,9 @@ SAMPLERS = ('ddpm', 'ddim')
 PREDICTION_TYPES = ('epsilon', 'sample', 'v')
 
 
-def _check_prediction_type(prediction_type: str) -> None:
+def check_prediction_type(prediction_type: str) -> None:
+    """Raise ``ValueError`` unless ``prediction_type`` is one of
+    :data:`PREDICTION_TYPES`."""
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f'Unknown prediction_type {prediction_type!r}; '
                          f'valid choices are {PREDICTION_TYPES}')
@@ -216,7 +218,7 @@ class GaussianDiffusion:
             Tensor: ``noise`` ('epsilon'), ``x_start`` ('sample') or
             ``v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x_0``.
         """
-        _check_prediction_type(prediction_type)
+        check_prediction_type(prediction_type)
         if prediction_type == 'epsilon':
             return noise
         if prediction_type == 'sample':
@@ -242,7 +244,7 @@ class GaussianDiffusion:
         Returns:
             Tensor: The predicted noise.
         """
-        _check_prediction_type(prediction_type)
+        check_prediction_type(prediction_type)
         if prediction_type == 'epsilon':
             return model_output
         if prediction_type == 'sample':
@@ -353,6 +355,36 @@ class GaussianDiffusion:
                 device=x_t.device, dtype=x_t.dtype)
         return x_prev
 
+    def check_sampler(self,
+                      sampler: str,
+                      num_steps: Optional[int] = None,
+                      *,
+                      prefix: str = '') -> int:
+        """Raise ``ValueError`` naming a bad ``sampler`` or ``num_steps``.
+
+        Args:
+            sampler (str): One of :data:`SAMPLERS`.
+            num_steps (int, optional): ``1 <= K <= T``; None means all T
+                steps, the only choice for 'ddpm'.
+            prefix (str): Put before the option names in the messages,
+                e.g. ``'test_cfg.'``.
+
+        Returns:
+            int: The number of sampling steps K.
+        """
+        if sampler not in SAMPLERS:
+            raise ValueError(f'{prefix}sampler={sampler!r} is not one of '
+                             f'{list(SAMPLERS)}')
+        T = self.num_timesteps
+        K = T if num_steps is None else num_steps
+        self.timesteps(K)  # raises unless K is an integer in [1, T]
+        if sampler == 'ddpm' and K != T:
+            raise ValueError(
+                f"{prefix}sampler='ddpm' runs all {T} steps "
+                f'({prefix}num_steps=None), got {prefix}num_steps={K}; use '
+                f"{prefix}sampler='ddim' for fewer")
+        return K
+
     def timesteps(self, num_steps: int) -> torch.Tensor:
         """Descending 0-based steps of a ``num_steps``-step sampler.
 
@@ -425,16 +457,8 @@ class GaussianDiffusion:
         Returns:
             Tensor: ``x_0`` of shape ``shape``.
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(
-                f'Unknown sampler {sampler!r}; valid choices are {SAMPLERS}')
-        T = self.num_timesteps
-        K = T if num_steps is None else num_steps
-        ts = self.timesteps(K)  # validates K in [1, T]
-        if sampler == 'ddpm' and K != T:
-            raise ValueError(
-                f"sampler 'ddpm' runs all {T} steps, got num_steps={K}; use "
-                f"sampler 'ddim' for fewer steps (valid choices {SAMPLERS})")
+        K = self.check_sampler(sampler, num_steps)
+        ts = self.timesteps(K)
         if eta < 0:
             raise ValueError(f'eta must be >= 0, got {eta!r}')
         if clip_denoised is not None and clip_denoised <= 0:

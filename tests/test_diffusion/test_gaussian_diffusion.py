@@ -469,3 +469,15 @@ def test_unknown_prediction_type():
     x = torch.zeros(1, 1, 2, 2)
     with pytest.raises(ValueError, match='epsilon'):
         d.training_target('score', x, torch.tensor([0]), x)
+
+
+def test_check_sampler_returns_steps_and_names_the_options():
+    d = GaussianDiffusion(num_timesteps=10)
+    assert d.check_sampler('ddim', 4) == 4
+    assert d.check_sampler('ddim') == d.check_sampler('ddpm') == 10
+    with pytest.raises(ValueError, match=r"test_cfg\.sampler='euler'"):
+        d.check_sampler('euler', prefix='test_cfg.')
+    with pytest.raises(ValueError, match=r'test_cfg\.num_steps=5'):
+        d.check_sampler('ddpm', 5, prefix='test_cfg.')
+    with pytest.raises(ValueError, match=r'\[1, 10\]'):
+        d.check_sampler('ddim', 11)

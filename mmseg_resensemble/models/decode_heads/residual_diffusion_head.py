@@ -12,8 +12,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 from torch import Tensor
 
-from mmseg_resensemble.diffusion import (PREDICTION_TYPES, SAMPLERS,
-                                         GaussianDiffusion)
+from mmseg_resensemble.diffusion import (GaussianDiffusion,
+                                         check_prediction_type)
 from ..utils import (analog_to_probs, labels_to_onehot, probs_to_analog,
                      timestep_embedding)
 
@@ -151,9 +151,7 @@ class ResidualDiffusionHead(BaseDecodeHead):
         self.working_stride = working_stride
         self.condition_on_e2e = condition_on_e2e
         self.residual_target = residual_target
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f'prediction_type={prediction_type!r} is not one '
-                             f'of {list(PREDICTION_TYPES)}')
+        check_prediction_type(prediction_type)
         self.prediction_type = prediction_type
         self.diffusion = GaussianDiffusion(**diffusion)
         self.time_embed_dims = time_embed_dims or 2 * self.channels
@@ -330,23 +328,14 @@ class ResidualDiffusionHead(BaseDecodeHead):
     def check_test_cfg(self, test_cfg: ConfigType) -> None:
         """Raise ``ValueError`` naming a bad sampling setting of
         ``test_cfg`` (sampler, num_steps, num_samples), before any work."""
-        sampler = test_cfg.get('sampler', 'ddim')
-        if sampler not in SAMPLERS:
-            raise ValueError(f'test_cfg.sampler={sampler!r} is not one of '
-                             f'{list(SAMPLERS)}')
+        self.diffusion.check_sampler(
+            test_cfg.get('sampler', 'ddim'),
+            test_cfg.get('num_steps', None),
+            prefix='test_cfg.')
         num_samples = test_cfg.get('num_samples', 1)
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError('test_cfg.num_samples must be an int >= 1, got '
                              f'{num_samples!r}')
-        num_steps = test_cfg.get('num_steps', None)
-        T = self.diffusion.num_timesteps
-        if num_steps is not None:
-            self.diffusion.timesteps(num_steps)  # raises if not in [1, T]
-        if sampler == 'ddpm' and num_steps not in (None, T):
-            raise ValueError(
-                f"test_cfg.sampler='ddpm' runs all {T} steps "
-                f'(num_steps=None), got num_steps={num_steps}; use '
-                "sampler='ddim' for fewer")
 
     def predict(self, inputs: List[Tensor], e2e_probs: Tensor,
                 input_size: Sequence[int],
