@@ -107,6 +107,11 @@ def quantize(probs: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(probs, 0., 1.) * QUANT_MAX).astype(np.uint8)
 
 
+def topk_index_dtype(num_classes: int) -> type:
+    """The dtype of the class indices of a top-k entry."""
+    return np.uint8 if num_classes <= 256 else np.uint16
+
+
 def encode_probs(probs: torch.Tensor,
                  *,
                  topk: Optional[int] = None) -> Dict[str, np.ndarray]:
@@ -131,7 +136,7 @@ def encode_probs(probs: torch.Tensor,
         raise ValueError(f'topk={topk} must be in [1, num_classes) = '
                          f'[1, {num_classes})')
     values, index = probs.topk(topk, dim=0)
-    index_dtype = np.uint8 if num_classes <= 256 else np.uint16
+    index_dtype = topk_index_dtype(num_classes)
     return dict(
         topk_index=index.permute(1, 2, 0).numpy().astype(index_dtype),
         topk_prob=quantize(values.permute(1, 2, 0).numpy()))
@@ -440,7 +445,7 @@ class E2ECacheStore:
             index, prob = arrays.get('topk_index'), arrays.get('topk_prob')
             if index is None or prob is None:
                 fail('no `topk_index`/`topk_prob` arrays')
-            index_dtype = np.uint8 if num_classes <= 256 else np.uint16
+            index_dtype = topk_index_dtype(num_classes)
             if index.dtype != index_dtype or index.shape != (h, w, topk):
                 fail(f'`topk_index` is {index.dtype} {index.shape}, '
                      f'expected {np.dtype(index_dtype)} {(h, w, topk)}')

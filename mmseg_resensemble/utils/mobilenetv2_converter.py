@@ -43,6 +43,9 @@ def torchvision_block_index() -> Dict[int, Tuple[int, int, int]]:
     return table
 
 
+_BLOCK_INDEX = torchvision_block_index()
+
+
 def _block_module_map(expand_ratio: int) -> List[Tuple[str, str]]:
     """torchvision -> MMSeg prefixes inside one block's ``conv``."""
     if expand_ratio == 1:
@@ -87,8 +90,8 @@ def convert_mobilenetv2_key(key: str) -> str:
     if index == 0:
         mapping = [('0.', 'conv1.conv.'), ('1.', 'conv1.bn.')]
         prefix = ''
-    elif index in torchvision_block_index():
-        layer, block, expand_ratio = torchvision_block_index()[index]
+    elif index in _BLOCK_INDEX:
+        layer, block, expand_ratio = _BLOCK_INDEX[index]
         mapping = _block_module_map(expand_ratio)
         prefix = f'layer{layer}.{block}.'
     else:
