@@ -19,7 +19,7 @@ from mmengine.utils import ProgressBar
 from mmseg.registry import HOOKS
 from torch import Tensor
 
-from ...datasets.dataset_utils import base_datasets, iter_transforms
+from ...datasets.dataset_utils import base_datasets, find_transforms
 from ...datasets.e2e_cache_store import (E2ECacheError, E2ECacheStore,
                                          canonical_json, file_sha256,
                                          fingerprint_digest, state_dict_sha256)
@@ -179,12 +179,7 @@ class E2ECacheHook(Hook):
     # ------------------------------------------------------------------
     def _cache_transforms(self, dataset: Any) -> List[LoadE2ECache]:
         """The ``LoadE2ECache`` transforms of the training pipelines."""
-        found = []
-        for ds in base_datasets(dataset):
-            for t in iter_transforms(getattr(ds, 'pipeline', None)):
-                if isinstance(t, LoadE2ECache):
-                    found.append(t)
-        return found
+        return [t for _, t in find_transforms(dataset, LoadE2ECache)]
 
     def _resolve_cache_dir(self, runner, dataset: Any) -> str:
         """The cache directory; fills it into the ``LoadE2ECache`` of the

@@ -9,7 +9,7 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from mmseg_resensemble.datasets.dataset_utils import (base_datasets,
-                                                      iter_transforms)
+                                                      find_transforms)
 from mmseg_resensemble.datasets.transforms.checks import CheckImageAndLabel
 
 __all__ = ['ResEnsembleSanityCheckHook']
@@ -130,17 +130,14 @@ class ResEnsembleSanityCheckHook(Hook):
         mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
         channels = None if mean is None else int(mean.numel())
         checks = []
-        for ds in base_datasets(dataset):
-            for t in iter_transforms(getattr(ds, 'pipeline', None)):
-                if isinstance(t, CheckImageAndLabel):
-                    checks.append(t)
-                    if (channels is not None and t.num_channels is not None
-                            and t.num_channels != channels):
-                        raise ValueError(
-                            f'the {split} pipeline of {_describe(ds)} has '
-                            f'CheckImageAndLabel(num_channels='
-                            f"{t.num_channels}) but the data preprocessor's "
-                            f'mean has {channels} values')
+        for ds, t in find_transforms(dataset, CheckImageAndLabel):
+            checks.append(t)
+            if (channels is not None and t.num_channels is not None
+                    and t.num_channels != channels):
+                raise ValueError(
+                    f'the {split} pipeline of {_describe(ds)} has '
+                    f'CheckImageAndLabel(num_channels={t.num_channels}) but '
+                    f"the data preprocessor's mean has {channels} values")
         if scan:
             if not checks:
                 raise ValueError(
