@@ -136,12 +136,18 @@ def logs(monkeypatch):
     return messages
 
 
-def e2e_probs_direct(model, img_path):
-    """The E2E learner's probabilities at its decoder's resolution."""
+def batch_for(model, img_path):
+    """``img_path`` through the test pipeline without its Resize, then the
+    data preprocessor."""
     data = Compose(copy.deepcopy(TEST_PIPELINE[:2] + TEST_PIPELINE[3:]))(
         dict(img_path=img_path, seg_fields=[]))
-    batch = model.data_preprocessor(
+    return model.data_preprocessor(
         dict(inputs=[data['inputs']], data_samples=[data['data_samples']]))
+
+
+def e2e_probs_direct(model, img_path):
+    """The E2E learner's probabilities at its decoder's resolution."""
+    batch = batch_for(model, img_path)
     with torch.no_grad():
         logits = model.e2e.decode_head(model.e2e.extract_feat(batch['inputs']))
     return logits.softmax(1)[0]
@@ -302,10 +308,7 @@ def test_slide_mode_entries(tmp_path, data_root, ckpt, logs):
     img_path = dataset.get_data_info(0)['img_path']
     cached, _ = store.read_entry(store.key_for(img_path, data_root), meta=meta)
     # the slide output at full resolution, averaged over 8x8 cells
-    data = Compose(copy.deepcopy(TEST_PIPELINE[:2] + TEST_PIPELINE[3:]))(
-        dict(img_path=img_path, seg_fields=[]))
-    batch = model.data_preprocessor(
-        dict(inputs=[data['inputs']], data_samples=[data['data_samples']]))
+    batch = batch_for(model, img_path)
     with torch.no_grad():
         logits = model.e2e.slide_inference(batch['inputs'],
                                            [batch['data_samples'][0].metainfo])
@@ -333,10 +336,7 @@ def test_test_time_padding_is_cropped(tmp_path, data_root, ckpt, logs):
     img_path = dataset.get_data_info(0)['img_path']
     cached, _ = store.read_entry(store.key_for(img_path, data_root), meta=meta)
     assert cached.shape == (3, 4, K)
-    data = Compose(copy.deepcopy(TEST_PIPELINE[:2] + TEST_PIPELINE[3:]))(
-        dict(img_path=img_path, seg_fields=[]))
-    batch = model.data_preprocessor(
-        dict(inputs=[data['inputs']], data_samples=[data['data_samples']]))
+    batch = batch_for(model, img_path)
     assert batch['inputs'].shape[-2:] == (32, 32)
     with torch.no_grad():
         probs = model.e2e.decode_head(model.e2e.extract_feat(
@@ -348,17 +348,14 @@ def test_test_time_padding_is_cropped(tmp_path, data_root, ckpt, logs):
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     import time
-    from types import SimpleNamespace
-
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS, MODELS
 
     import mmseg_resensemble  # noqa: F401
     from mmseg_resensemble.datasets import E2ECacheStore
     from mmseg_resensemble.engine.hooks import E2ECacheHook
-    from tests.test_engine.test_e2e_cache_hook import (TEST_PIPELINE,
-                                                        dataset_cfg,
+    from tests.test_engine.test_e2e_cache_hook import (dataset_cfg,
+                                                        mock_runner,
                                                         model_cfg)
 
     init_default_scope('mmseg')
@@ -371,13 +368,8 @@ KILL_SCRIPT = textwrap.dedent("""
         return path
 
     E2ECacheStore.write_entry = slow_write
-    runner = SimpleNamespace(
-        model=MODELS.build(model_cfg(ckpt)),
-        work_dir=work_dir,
-        cfg=Config(dict(test_dataloader=dict(
-            dataset=dict(pipeline=TEST_PIPELINE)))),
-        train_dataloader=SimpleNamespace(
-            dataset=DATASETS.build(dataset_cfg(root, []))))
+    runner = mock_runner(work_dir, MODELS.build(model_cfg(ckpt)),
+                         DATASETS.build(dataset_cfg(root, [])))
     E2ECacheHook(cache_dir).before_train(runner)
 """)
 

@@ -226,15 +226,13 @@ class IterationProbe(Hook):
         self.iterations += 1
 
 
-def train_with_probe(cfg):
+def runner_with_probe(cfg):
+    """A Runner of ``cfg`` and an :class:`IterationProbe` registered in
+    it."""
     runner = Runner.from_cfg(cfg)
     probe = IterationProbe()
     runner.register_hook(probe)
-    try:
-        runner.train()
-    finally:
-        runner.probe_iterations = probe.iterations
-    return runner
+    return runner, probe
 
 
 def test_dataset_class_count_must_match_the_model(tmp_path, data_root):
@@ -246,9 +244,7 @@ def test_dataset_class_count_must_match_the_model(tmp_path, data_root):
         str(tmp_path),
         dataset,
         custom_hooks=[dict(type='ResEnsembleSanityCheckHook')])
-    runner = Runner.from_cfg(cfg)
-    probe = IterationProbe()
-    runner.register_hook(probe)
+    runner, probe = runner_with_probe(cfg)
     with pytest.raises(ValueError) as info:
         runner.train()
     message = str(info.value)
@@ -348,9 +344,7 @@ def test_scan_files_finds_bad_files_before_training(tmp_path, bad_root):
         custom_hooks=[
             dict(type='ResEnsembleSanityCheckHook', scan_files=True)
         ])
-    runner = Runner.from_cfg(cfg)
-    probe = IterationProbe()
-    runner.register_hook(probe)
+    runner, probe = runner_with_probe(cfg)
     with pytest.raises(ValueError) as info:
         runner.train()
     message = str(info.value)
@@ -396,8 +390,9 @@ def test_scan_files_passes_good_files(tmp_path, data_root):
                 scan_val_files=True)
         ])
     cfg.train_cfg.val_interval = 1
-    runner = train_with_probe(cfg)
-    assert runner.probe_iterations == 1
+    runner, probe = runner_with_probe(cfg)
+    runner.train()
+    assert probe.iterations == 1
     with pytest.raises(ValueError, match='needs a CheckImageAndLabel'):
         ResEnsembleSanityCheckHook(scan_files=True).before_train(
             Runner.from_cfg(
