@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt
+$(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt requirements/mask2former.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade 'pip<26' wheel
 	test -z "$(TORCH_SPEC)" || $(PIP) install '$(TORCH_SPEC)'
@@ -27,9 +27,11 @@ $(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/t
 	# needs newer setuptools to build its own extensions, which we never do.
 	$(PIP) install 'setuptools<70'
 	$(PIP) install --no-build-isolation -r requirements/mmcv.txt
-	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt
+	# mask2former.txt: mmdet for MMSeg's Mask2Former/MaskFormer heads, so
+	# that the tests cover them (optional for users: pip install -e .[mask2former])
+	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt -r requirements/mask2former.txt
 	$(PIP) install --no-build-isolation --no-deps -e .
-	$(PY) -c "import mmcv.ops, mmseg.models, mmseg_resensemble"
+	$(PY) -c "import mmcv.ops, mmdet.models, mmseg.models, mmseg_resensemble"
 	touch $@
 
 lint: $(STAMP)

@@ -38,7 +38,9 @@ if __name__ == '__main__':
             'mmcv>=2.0.0rc4,<2.2.0',
         ] + parse_requirements('requirements/runtime.txt'),
         extras_require=dict(
-            tests=parse_requirements('requirements/tests.txt')),
+            tests=parse_requirements('requirements/tests.txt'),
+            # MMSeg's Mask2Former/MaskFormer E2E learners need mmdet
+            mask2former=parse_requirements('requirements/mask2former.txt')),
         classifiers=[
             'Programming Language :: Python :: 3',
             'Topic :: Scientific/Engineering :: Artificial Intelligence',

@@ -21,7 +21,8 @@ from mmseg.registry import DATASETS, MODELS
 
 import mmseg_resensemble  # noqa: F401
 import mmseg_resensemble.datasets.camvid  # noqa: F401  (registers it)
-from mmseg_resensemble.models.segmentors.e2e_learner import load_e2e_config
+from mmseg_resensemble.models.segmentors.e2e_learner import (auto_levels,
+                                                             load_e2e_config)
 from mmseg_resensemble.utils.mobilenetv2_converter import convert_mobilenetv2
 from tests.test_tools.test_mobilenetv2_converter import source_state_dict
 from tests.tiny_models import make_batch
@@ -103,14 +104,21 @@ def test_config_builds(name):
     assert type(model).__name__ == 'ResEnsembleSegmentor'
     assert model.e2e_num_classes == model.num_classes
     assert all(not p.requires_grad for p in model.e2e.parameters())
-    # the head's in_channels match the E2E backbone's features
+    # the head's in_channels match the E2E backbone's features: as the
+    # config gives them, or measured ('auto': the finest and the coarsest
+    # levels)
     model.eval()
     with torch.no_grad():
         feats = model.extract_feat(torch.randn(1, 3, 64, 64))
         cond = model.decode_head.encode_condition(feats, (64, 64))
     head = model.decode_head
-    assert [feats[i].shape[1]
-            for i in head.in_index] == list(cfg.model.decode_head.in_channels)
+    channels = [feats[i].shape[1] for i in head.in_index]
+    if cfg.model.decode_head.in_channels == 'auto':
+        assert tuple(head.in_index) == auto_levels(
+            [tuple(f.shape[1:]) for f in feats])
+        assert head.in_channels == sum(channels)
+    else:
+        assert channels == list(cfg.model.decode_head.in_channels)
     stride = cfg.model.decode_head.working_stride
     assert cond.shape == (1, head.channels, 64 // stride, 64 // stride)
     # the sampler settings the configs promise

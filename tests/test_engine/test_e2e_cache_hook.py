@@ -146,11 +146,13 @@ def batch_for(model, img_path):
 
 
 def e2e_probs_direct(model, img_path):
-    """The E2E learner's probabilities at its decoder's resolution."""
+    """The E2E learner's own probabilities (MMSeg's encode_decode), averaged
+    over 4x4 cells: the stride of its finest (MobileNetV2) feature level."""
     batch = batch_for(model, img_path)
     with torch.no_grad():
-        logits = model.e2e.decode_head(model.e2e.extract_feat(batch['inputs']))
-    return logits.softmax(1)[0]
+        logits = model.e2e.encode_decode(batch['inputs'],
+                                         [batch['data_samples'][0].metainfo])
+    return F.avg_pool2d(logits.softmax(1), 4)[0]
 
 
 def entry_mtimes(store):
@@ -180,13 +182,13 @@ def test_build_reuse_and_read_through_the_pipeline(tmp_path, data_root, ckpt,
         if type(t).__name__ == 'LoadE2ECache'
     ]
     assert load[0].cache_dir == cache_dir
-    # the entries are the E2E learner's probabilities at 1/8 resolution
+    # the entries are the E2E learner's probabilities at 1/4 resolution
     for i in range(2):
         img_path = dataset.get_data_info(i)['img_path']
         cached, header = store.read_entry(
             store.key_for(img_path, data_root), meta=meta)
         direct = e2e_probs_direct(model, img_path)
-        assert cached.shape == (SIZE[0] // 8, SIZE[1] // 8, K)
+        assert cached.shape == (SIZE[0] // 4, SIZE[1] // 4, K)
         np.testing.assert_allclose(
             cached / 255.,
             direct.permute(1, 2, 0).numpy(),
@@ -241,12 +243,12 @@ def test_fingerprint_mismatch_rebuilds(tmp_path, data_root, ckpt, logs,
     assert changed == expected
     meta = E2ECacheStore(cache_dir).read_meta()
     assert meta['digest'] != old_digest and meta['complete']
-    if change == 'pipeline':  # entries at the new test scale: 48x64 / 8
+    if change == 'pipeline':  # entries at the new test scale: 48x64 / 4
         store = E2ECacheStore(cache_dir)
         img_path = dataset.get_data_info(0)['img_path']
         probs, _ = store.read_entry(
             store.key_for(img_path, data_root), meta=meta)
-        assert probs.shape == (6, 8, K)
+        assert probs.shape == (12, 16, K)
     if change == 'topk':
         assert meta['topk'] == 2
 
@@ -307,13 +309,13 @@ def test_slide_mode_entries(tmp_path, data_root, ckpt, logs):
     assert meta['fingerprint']['e2e_test_cfg']['mode'] == 'slide'
     img_path = dataset.get_data_info(0)['img_path']
     cached, _ = store.read_entry(store.key_for(img_path, data_root), meta=meta)
-    # the slide output at full resolution, averaged over 8x8 cells
+    # the slide output at full resolution, averaged over 4x4 cells
     batch = batch_for(model, img_path)
     with torch.no_grad():
         logits = model.e2e.slide_inference(batch['inputs'],
                                            [batch['data_samples'][0].metainfo])
-    expected = F.avg_pool2d(logits.softmax(1), 8)[0]
-    assert cached.shape == (3, 4, K)
+    expected = F.avg_pool2d(logits.softmax(1), 4)[0]
+    assert cached.shape == (6, 8, K)
     np.testing.assert_allclose(
         cached / 255.,
         expected.permute(1, 2, 0).numpy(),
@@ -322,7 +324,7 @@ def test_slide_mode_entries(tmp_path, data_root, ckpt, logs):
 
 def test_test_time_padding_is_cropped(tmp_path, data_root, ckpt, logs):
     """A data preprocessor that pads test images (24x32 -> 32x32): the
-    entry covers the image only, 3x4 of the padded 4x4 decoder map."""
+    entry covers the image only, 6x8 cells of 4x4 pixels."""
     model = MODELS.build(
         dict(
             model_cfg(ckpt),
@@ -335,12 +337,13 @@ def test_test_time_padding_is_cropped(tmp_path, data_root, ckpt, logs):
     meta = store.read_meta()
     img_path = dataset.get_data_info(0)['img_path']
     cached, _ = store.read_entry(store.key_for(img_path, data_root), meta=meta)
-    assert cached.shape == (3, 4, K)
+    assert cached.shape == (6, 8, K)
     batch = batch_for(model, img_path)
     assert batch['inputs'].shape[-2:] == (32, 32)
     with torch.no_grad():
-        probs = model.e2e.decode_head(model.e2e.extract_feat(
-            batch['inputs'])).softmax(1)[0, :, :3]
+        logits = model.e2e.encode_decode(batch['inputs'],
+                                         [batch['data_samples'][0].metainfo])
+    probs = F.avg_pool2d(logits.softmax(1)[..., :24, :], 4)[0]
     np.testing.assert_allclose(
         cached / 255., probs.permute(1, 2, 0).numpy(), atol=0.5 / 255 + 1e-6)
 
@@ -448,13 +451,13 @@ class CacheProbe(Hook):
 
     def before_train(self, runner):
         model = runner.model
-        original = model.e2e_logits
+        original = model.e2e_probs
 
         def counted(*args, **kwargs):
             self.e2e_calls += 1
             return original(*args, **kwargs)
 
-        model.e2e_logits = counted
+        model.e2e_probs = counted
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         for ds in data_batch['data_samples']:

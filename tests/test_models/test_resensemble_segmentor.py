@@ -166,7 +166,9 @@ def test_bad_class_counts():
 def test_cached_e2e_output_skips_e2e_decoder():
     model = build_model()
     calls = []
-    model.e2e.decode_head.register_forward_hook(lambda *args: calls.append(1))
+    # predict() calls the head's forward directly: hook its classifier
+    model.e2e.decode_head.conv_seg.register_forward_hook(
+        lambda *args: calls.append(1))
     batch = make_batch()
     for ds in batch['data_samples']:
         ds.e2e_probs = PixelData(data=torch.softmax(torch.randn(K, 24, 32), 0))
@@ -229,3 +231,87 @@ def test_e2e_checkpoint_errors(tmp_path):
 def test_bad_test_cfg(test_cfg, match):
     with pytest.raises(ValueError, match=match):
         build_model(test_cfg=test_cfg)
+
+
+def test_sigmoid_e2e_prediction_uses_the_heads_threshold():
+    """One sigmoid channel: x̂0 is [1 − p, p] and e2e_pred_sem_seg is
+    p > threshold (MMSeg's default 0.3), as the E2E learner's own."""
+    e2e = fcn_e2e(num_classes=2, auxiliary=False)
+    e2e['decode_head'].update(out_channels=1)
+    model = build_model(e2e, decode_head=head_cfg(num_classes=2))
+    assert model.e2e.decode_head.threshold == 0.3
+    # p around 0.4: between MMSeg's threshold and 0.5
+    torch.nn.init.constant_(model.e2e.decode_head.conv_seg.bias, -0.4)
+    model.eval()
+    data = model.data_preprocessor(make_batch(num_classes=2), False)
+    ours = model(**copy.deepcopy(data), mode='predict')
+    theirs = model.e2e.predict(data['inputs'],
+                               copy.deepcopy(data['data_samples']))
+    with torch.no_grad():
+        probs = model.e2e_probs(data['inputs'],
+                                [ds.metainfo for ds in data['data_samples']])
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        p = b.seg_logits.data  # MMSeg stores the sigmoid
+        assert ((p > 0.3) & (p <= 0.5)).any()
+        assert torch.equal(a.e2e_pred_sem_seg.data, b.pred_sem_seg.data.long())
+        torch.testing.assert_close(a.e2e_seg_logits.data, p)
+        torch.testing.assert_close(probs[i], torch.cat([1 - p, p]))
+
+
+def test_partial_data_preprocessor_updates_the_e2e_learners():
+    model = build_model(data_preprocessor=dict(size=(180, 240)))
+    assert model.data_preprocessor.size == (180, 240)
+    assert model.data_preprocessor.mean.flatten().tolist() == pytest.approx(
+        fcn_e2e()['data_preprocessor']['mean'])
+    assert model.data_preprocessor.channel_conversion  # bgr_to_rgb kept
+    # a dict with a type replaces it
+    model = build_model(
+        data_preprocessor=dict(type='SegDataPreProcessor', size=(8, 8)))
+    assert model.data_preprocessor.size == (8, 8)
+    assert not model.data_preprocessor._enable_normalize
+    e2e = fcn_e2e()
+    del e2e['data_preprocessor']
+    with pytest.raises(ValueError, match='no `type`'):
+        build_model(e2e, data_preprocessor=dict(size=(180, 240)))
+
+
+def test_unsupported_e2e_learner_type():
+    # SAN: a BaseSegmentor with a text encoder, no EncoderDecoder
+    with pytest.raises(
+            TypeError, match='MultimodalEncoderDecoder.*EncoderDecoder'):
+        build_model('mmseg::san/san-vit-b16_coco-stuff164k-640x640.py')
+    with pytest.raises(TypeError, match='SegTTAModel'):
+        build_model(dict(type='SegTTAModel', module=fcn_e2e()))
+
+
+def test_test_mode_defaults_to_the_e2e_learners():
+    e2e = fcn_e2e()
+    e2e['test_cfg'] = dict(mode='slide', crop_size=(16, 16), stride=(8, 12))
+    model = build_model(e2e, test_cfg=dict(num_steps=2))
+    assert model.test_cfg['mode'] == 'slide'
+    assert model.test_cfg['crop_size'] == (16, 16)
+    assert model.test_cfg['stride'] == (8, 12)
+    assert model.test_cfg['num_steps'] == 2
+    # the ResEnsemble config's own mode wins
+    model = build_model(e2e, test_cfg=dict(mode='whole', num_steps=2))
+    assert model.test_cfg['mode'] == 'whole'
+    assert 'crop_size' not in model.test_cfg
+    # an E2E config without a test_cfg is tested whole
+    del e2e['test_cfg']
+    assert build_model(e2e).test_cfg['mode'] == 'whole'
+
+
+def test_auto_in_channels():
+    # the finest (stride 4, 8 channels) and the coarsest (stride 8, 80)
+    # of MobileNetV2's levels (8, 8, 24, 80 channels at strides 4, 8, 8, 8)
+    model = build_model(
+        decode_head=head_cfg(in_channels='auto', in_index=None))
+    assert model.decode_head.in_index == [0, 3]
+    assert model.decode_head.in_channels == 8 + 80
+    model = build_model(decode_head=head_cfg(in_channels='auto'))
+    assert model.decode_head.in_index == [1, 3]
+    assert model.decode_head.in_channels == 8 + 80
+    data = model.data_preprocessor(make_batch(), True)
+    assert torch.isfinite(model(**data, mode='loss')['decode.loss_noise'])
+    with pytest.raises(ValueError, match=r'in_index=\(1, 4\) is out of range'):
+        build_model(decode_head=head_cfg(in_channels='auto', in_index=(1, 4)))

@@ -1,12 +1,16 @@
 # ResEnsemble-DDPM: a frozen E2E learner and a ResidualDiffusionHead that
 # generates x̄0 = 2·x0 − x̂0 from the E2E learner's features and x̂0; the
 # answer is ½(x̄0 + x̂0). A config on top sets the E2E learner (`e2e`,
-# `e2e_checkpoint`), the features the head reads (`in_channels`,
-# `in_index`) and `num_classes`.
+# `e2e_checkpoint`) and `num_classes`; the features the head reads are
+# measured on the E2E learner at build time (in_channels='auto': the
+# highest- and the lowest-resolution feature levels; set `in_index` to
+# choose others, or `in_channels` too to give them by hand).
 model = dict(
     type='ResEnsembleSegmentor',
     decode_head=dict(
         type='ResidualDiffusionHead',
+        in_channels='auto',
+        in_index=None,
         input_transform='resize_concat',
         channels=64,
         num_blocks=4,
@@ -30,6 +34,7 @@ model = dict(
     # one DDIM step: the best single-sample setting measured, at 1.09x the
     # E2E learner's latency (docs/benchmarks.md); num_samples=4 averages
     # four samples; sampler='ddpm', num_steps=None is the paper's
-    # Algorithm 2 over all T steps
-    test_cfg=dict(
-        mode='whole', sampler='ddim', num_steps=1, num_samples=1, seed=0))
+    # Algorithm 2 over all T steps. Without `mode` the E2E config's test
+    # mode is used (whole, or slide with its crop_size and stride), so that
+    # e2e_mIoU is the E2E learner's own
+    test_cfg=dict(sampler='ddim', num_steps=1, num_samples=1, seed=0))

@@ -29,9 +29,9 @@ class LoadE2ECache(BaseTransform):
     """Load x̂0 = E2E(I0) of a training image from the E2E cache.
 
     Place it right after ``LoadAnnotations``, before any geometric
-    transform. The cached probabilities (stored at the E2E decoder's
-    resolution) are upsampled bilinearly to the loaded image and added as
-    a *segmentation field*: MMSeg's ``Resize``/``RandomResize``,
+    transform. The cached probabilities (stored at the resolution of the
+    finest E2E feature level) are upsampled bilinearly to the loaded image
+    and added as a *segmentation field*: MMSeg's ``Resize``/``RandomResize``,
     ``RandomCrop`` and ``RandomFlip`` then transform them exactly as
     ``gt_seg_map`` (nearest resizing, same crop box, same flip), and
     :class:`PackResEnsembleInputs` packs them as ``data_sample.e2e_probs``.

@@ -42,8 +42,11 @@ class E2ECacheHook(Hook):
     Before training it runs the frozen E2E learner of the
     ``ResEnsembleSegmentor`` in test mode (``model.e2e.test_cfg``: whole or
     slide) over every image of the training set, through a test pipeline,
-    and stores the probabilities at the E2E decoder's resolution in
-    ``cache_dir`` (see :mod:`mmseg_resensemble.datasets.e2e_cache_store`).
+    with the segmentor's :meth:`~ResEnsembleSegmentor.e2e_probs` (the
+    method that gives x̂0 on the fly too), and stores the probabilities
+    area-averaged to the resolution of the finest E2E feature level
+    (stride 4 for most zoo backbones) in ``cache_dir`` (see
+    :mod:`mmseg_resensemble.datasets.e2e_cache_store`).
     :class:`LoadE2ECache` and :class:`PackResEnsembleInputs` in the train
     pipeline then feed them to the segmentor, which skips the E2E decode
     head (the backbone still runs for the diffusion learner's features).
@@ -97,7 +100,7 @@ class E2ECacheHook(Hook):
         self.rebuild = rebuild
         # what the last build did, summed over ranks
         self.stats: Dict[str, float] = {}
-        self._slide_stride: Optional[float] = None
+        self._store_stride: Optional[float] = None
 
     # ------------------------------------------------------------------
     # the hook
@@ -106,12 +109,12 @@ class E2ECacheHook(Hook):
         """Build or complete the cache, then restart the data workers."""
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        if not (hasattr(model, 'e2e') and hasattr(model, 'e2e_logits')):
+        if not (hasattr(model, 'e2e') and hasattr(model, 'e2e_probs')):
             raise TypeError('E2ECacheHook needs a ResEnsembleSegmentor, got '
                             f'{type(model).__name__}')
         start = time.perf_counter()
         dataset = runner.train_dataloader.dataset
-        self._slide_stride = None
+        self._store_stride = None
         cache_dir = self._resolve_cache_dir(runner, dataset)
         samples = self._training_samples(dataset)
         if not samples:
@@ -320,7 +323,11 @@ class E2ECacheHook(Hook):
             test_cfg=getattr(pre, 'test_cfg', None))
         test_cfg = model.e2e.test_cfg
         return json_fields(
-            storage=dict(dtype='uint8', layout='hwc', topk=topk),
+            storage=dict(
+                dtype='uint8',
+                layout='hwc',
+                topk=topk,
+                resolution='finest-feature-level'),
             e2e_config=e2e_cfg,
             e2e_architecture=fingerprint_digest(dict(arch=repr(model.e2e))),
             e2e_test_cfg=dict(test_cfg) if test_cfg is not None else None,
@@ -427,7 +434,7 @@ class E2ECacheHook(Hook):
     @torch.no_grad()
     def compute_probs(self, model: torch.nn.Module, pipeline: Compose,
                       info: dict) -> Tensor:
-        """x̂0 of one image at the E2E decoder's resolution.
+        """x̂0 of one image at the finest E2E feature level's resolution.
 
         Args:
             model (ResEnsembleSegmentor): The (unwrapped) model.
@@ -449,23 +456,14 @@ class E2ECacheHook(Hook):
         left, right, top, bottom = img_meta.get('img_padding_size',
                                                 [0, 0, 0, 0])
         H, W = inputs.shape[-2:]
-        test_cfg = model.e2e.test_cfg or {}
-        if test_cfg.get('mode', 'whole') == 'slide':
-            logits = model.e2e.inference(inputs, [copy.deepcopy(img_meta)])
-            probs = model.logits_to_probs(logits)
-            probs = probs[..., top:H - bottom, left:W - right]
-            if self._slide_stride is None:
-                self._slide_stride = _decoder_stride(model, test_cfg, inputs)
-            stride = self._slide_stride
-            size = [max(1, round(s / stride)) for s in probs.shape[-2:]]
-            probs = F.interpolate(probs, size=size, mode='area')
-        else:
-            probs = model.logits_to_probs(
-                model.e2e_logits(model.extract_feat(inputs)))
-            h, w = probs.shape[-2:]
-            y0, y1 = round(h * top / H), h - round(h * bottom / H)
-            x0, x1 = round(w * left / W), w - round(w * right / W)
-            probs = probs[..., y0:y1, x0:x1]
+        probs = model.e2e_probs(inputs, [img_meta])
+        probs = probs[..., top:H - bottom, left:W - right]
+        if self._store_stride is None:
+            self._store_stride = _finest_stride(model, inputs)
+        size = [
+            max(1, round(s / self._store_stride)) for s in probs.shape[-2:]
+        ]
+        probs = F.interpolate(probs, size=size, mode='area')
         return probs[0].float().cpu()
 
     # ------------------------------------------------------------------
@@ -520,10 +518,9 @@ def _file_size(path: str) -> Optional[int]:
         return None
 
 
-def _decoder_stride(model: torch.nn.Module, test_cfg: Any,
-                    inputs: Tensor) -> float:
-    """The E2E decoder's output stride, from one crop-sized forward."""
-    crop_h, crop_w = test_cfg['crop_size']
-    probe = inputs.new_zeros((1, inputs.shape[1], crop_h, crop_w))
-    out_h = model.e2e_logits(model.extract_feat(probe)).shape[-2]
-    return crop_h / out_h
+def _finest_stride(model: torch.nn.Module, inputs: Tensor) -> float:
+    """The stride of the finest E2E feature level on (1, 3, H, W) inputs
+    (as fine as the zoo's decoders output, PointRend's test-time point
+    refinement excepted)."""
+    feats = model.extract_feat(inputs)
+    return inputs.shape[-2] / max(f.shape[-2] for f in feats)

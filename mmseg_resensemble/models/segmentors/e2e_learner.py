@@ -1,13 +1,19 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """Building and loading the frozen end-to-end (E2E) learner."""
+import copy
 import os.path as osp
-from typing import Union
+from typing import List, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.hub import get_config
 from mmengine.logging import print_log
 from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.utils import import_modules_from_strings
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from torch import Tensor
 
 E2E_TYPES_HINT = ('an MMSeg segmentor config file (a path, or a model-zoo '
                   "config such as 'mmseg::fcn/fcn_r50-d8_4xb2-40k_"
@@ -19,7 +25,8 @@ def load_e2e_config(e2e: Union[str, dict]) -> ConfigDict:
 
     Args:
         e2e (str | dict): Path of an MMSeg config file (``mmseg::`` scope
-            included), whose ``model`` is used, or a model config dict.
+            included), whose ``model`` is used (its ``custom_imports`` are
+            imported), or a model config dict.
 
     Returns:
         ConfigDict: The model config.
@@ -37,6 +44,9 @@ def load_e2e_config(e2e: Union[str, dict]) -> ConfigDict:
             cfg = Config.fromfile(e2e)
         if 'model' not in cfg:
             raise ValueError(f'E2E config file {e2e!r} has no `model`')
+        if cfg.get('custom_imports'):
+            # e.g. mmdet.models for the zoo's Mask2Former/MaskFormer
+            import_modules_from_strings(**cfg.custom_imports)
         return ConfigDict(cfg.model)
     if isinstance(e2e, dict):
         if 'type' not in e2e:
@@ -102,3 +112,139 @@ def load_e2e_checkpoint(model: nn.Module,
     else:
         print_log(
             f'Loaded the frozen E2E learner from {filename}', logger='current')
+
+
+SUPPORTED_E2E = ('MMSeg EncoderDecoder-style segmentors: EncoderDecoder, '
+                 'CascadeEncoderDecoder and their subclasses')
+# the feature size of the probe that in_channels='auto' runs at build time
+AUTO_PROBE_SIZE = (64, 64)
+
+
+def check_e2e_type(e2e_cfg: ConfigDict) -> None:
+    """Raise ``TypeError`` before building an unsupported E2E learner.
+
+    Args:
+        e2e_cfg (ConfigDict): The E2E model config.
+    """
+    e2e_type = e2e_cfg['type']
+    cls = MODELS.get(e2e_type) if isinstance(e2e_type, str) else e2e_type
+    if cls is None:
+        raise KeyError(f'E2E learner type {e2e_type!r} is not registered in '
+                       'mmseg (is its package imported?)')
+    if not (isinstance(cls, type) and issubclass(cls, EncoderDecoder)):
+        name = getattr(cls, '__name__', repr(cls))
+        raise TypeError(
+            f'the E2E learner is a {name}, which ResEnsembleSegmentor does '
+            f'not support: it needs {SUPPORTED_E2E} (a backbone, an '
+            'optional neck and decode head(s) whose predict() gives '
+            'per-class maps)')
+
+
+def merge_data_preprocessor(e2e_cfg: ConfigDict,
+                            data_preprocessor: Optional[dict]) -> dict:
+    """The ResEnsemble data preprocessor.
+
+    Args:
+        e2e_cfg (ConfigDict): The E2E model config.
+        data_preprocessor (dict, optional): The ResEnsemble config's. None
+            takes the E2E learner's; a dict without ``type`` updates the
+            E2E learner's (e.g. ``dict(size=(180, 240))``); a dict with
+            ``type`` replaces it.
+
+    Returns:
+        dict: The data preprocessor config.
+    """
+    e2e_pre = e2e_cfg.get('data_preprocessor')
+    if data_preprocessor is None:
+        return e2e_pre
+    if 'type' in data_preprocessor:
+        return data_preprocessor
+    if e2e_pre is None:
+        raise ValueError(
+            f'data_preprocessor={dict(data_preprocessor)} has no `type` and '
+            'the E2E learner has no data_preprocessor to update')
+    merged = Config(dict(pre=copy.deepcopy(e2e_pre)))
+    merged.merge_from_dict(dict(pre=copy.deepcopy(data_preprocessor)))
+    return merged.pre
+
+
+def e2e_test_mode(e2e_cfg: ConfigDict) -> dict:
+    """The E2E config's test mode: ``mode`` ('whole' when unset) and, for
+    'slide', its ``crop_size`` and ``stride``."""
+    test_cfg = e2e_cfg.get('test_cfg') or {}
+    mode = test_cfg.get('mode', 'whole')
+    out = dict(mode=mode)
+    if mode == 'slide':
+        out.update(
+            crop_size=test_cfg.get('crop_size'), stride=test_cfg.get('stride'))
+    return out
+
+
+def feature_levels(feats: Union[Tensor, Sequence[Tensor]]) -> List[Tensor]:
+    """The E2E learner's features as a list of levels: a backbone that
+    returns one tensor (PIDNet, DDRNet in eval mode) gives one level."""
+    if isinstance(feats, Tensor):
+        return [feats]
+    return list(feats)
+
+
+def auto_levels(shapes: Sequence[Sequence[int]]) -> Tuple[int, ...]:
+    """The default condition levels: the highest-resolution and the
+    lowest-resolution feature levels (the first of each among equals).
+
+    Args:
+        shapes (Sequence[Sequence[int]]): (C, h, w) of each level.
+
+    Returns:
+        tuple[int]: One index, or two (finest first).
+    """
+    areas = [h * w for _, h, w in shapes]
+    finest = areas.index(max(areas))
+    coarsest = len(areas) - 1 - areas[::-1].index(min(areas))
+    if finest == coarsest:
+        return (finest, )
+    return (finest, coarsest)
+
+
+@torch.no_grad()
+def resolve_in_channels(head_cfg: ConfigDict, e2e: nn.Module) -> ConfigDict:
+    """Fill ``in_channels='auto'`` of the diffusion head's config from the
+    E2E learner's features.
+
+    One forward of :func:`~EncoderDecoder.extract_feat` on a
+    ``AUTO_PROBE_SIZE`` input measures the levels. ``in_index`` None (or
+    absent) takes :func:`auto_levels`; a given ``in_index`` keeps its
+    levels and only their channels are filled in.
+
+    Args:
+        head_cfg (ConfigDict): The head's config.
+        e2e (nn.Module): The E2E learner, in eval mode.
+
+    Returns:
+        ConfigDict: A copy of ``head_cfg`` with ``in_channels`` and
+        ``in_index`` set (lists, for ``input_transform='resize_concat'``).
+    """
+    head_cfg = ConfigDict(copy.deepcopy(head_cfg))
+    probe = torch.zeros(1, 3, *AUTO_PROBE_SIZE)
+    try:
+        levels = feature_levels(e2e.extract_feat(probe))
+    except Exception as e:
+        raise ValueError(
+            "in_channels='auto' measures the E2E features on a "
+            f'{AUTO_PROBE_SIZE} input, which failed ({type(e).__name__}: '
+            f'{e}); set the head\'s in_channels and in_index') from e
+    shapes = [tuple(f.shape[1:]) for f in levels]
+    in_index = head_cfg.get('in_index')
+    if in_index is None:
+        in_index = auto_levels(shapes)
+    index = [in_index] if isinstance(in_index, int) else list(in_index)
+    for i in index:
+        if not -len(shapes) <= i < len(shapes):
+            raise ValueError(
+                f'in_index={tuple(index)} is out of range: the E2E learner '
+                f'has {len(shapes)} feature levels of (C, h, w) {shapes}')
+    head_cfg.in_index = index
+    head_cfg.in_channels = [shapes[i][0] for i in index]
+    if head_cfg.get('input_transform') is None and len(index) > 1:
+        head_cfg.input_transform = 'resize_concat'
+    return head_cfg

@@ -1,12 +1,13 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """ResEnsemble-DDPM: a frozen E2E segmentor ensembled with a residual DDPM."""
 import copy
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.structures import PixelData
+from mmseg.models.decode_heads import Mask2FormerHead, MaskFormerHead
 from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
@@ -14,10 +15,16 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList, add_prefix)
 from torch import Tensor
 
-from .e2e_learner import load_e2e_checkpoint, load_e2e_config
+from .e2e_learner import (check_e2e_type, e2e_test_mode, feature_levels,
+                          load_e2e_checkpoint, load_e2e_config,
+                          merge_data_preprocessor, resolve_in_channels)
 
+# heads whose predict() gives class-probability x mask-probability scores
+MASK_CLASSIFICATION_HEADS = (MaskFormerHead, Mask2FormerHead)
+# the sampler's defaults; ``mode`` (and ``crop_size``/``stride``) default to
+# the E2E learner's own test mode
 DEFAULT_TEST_CFG = dict(
-    mode='whole', sampler='ddim', num_steps=4, eta=0., num_samples=1, seed=0)
+    sampler='ddim', num_steps=4, eta=0., num_samples=1, seed=0)
 
 
 @MODELS.register_module()
@@ -41,9 +48,14 @@ class ResEnsembleSegmentor(BaseSegmentor):
     Args:
         e2e (str | dict): The E2E learner: an MMSeg config file whose
             ``model`` is used (``mmseg::`` model-zoo configs included) or a
-            model dict. ``EncoderDecoder`` and ``CascadeEncoderDecoder``
-            are supported.
+            model dict. ``EncoderDecoder``, ``CascadeEncoderDecoder`` and
+            their subclasses are supported (others raise ``TypeError``).
         decode_head (dict): The diffusion learner's config.
+            ``in_channels='auto'`` takes the channels of the E2E feature
+            levels ``in_index`` from one probe of the E2E learner at build
+            time; with ``in_index=None`` too, the levels are the highest-
+            and the lowest-resolution ones (see
+            :func:`~mmseg_resensemble.models.segmentors.e2e_learner.auto_levels`).
         e2e_checkpoint (str, optional): Weights of the E2E learner (local
             path or URL). A ResEnsemble checkpoint holds them too, so
             ``tools/test.py`` works with ``e2e_checkpoint=None``.
@@ -53,9 +65,13 @@ class ResEnsembleSegmentor(BaseSegmentor):
         test_cfg (dict, optional): ``mode`` ('whole' | 'slide', with
             ``crop_size`` and ``stride``), ``sampler`` ('ddpm' runs all T
             steps as the paper; 'ddim' is the fast path), ``num_steps``,
-            ``eta``, ``num_samples`` and ``seed``. Missing keys take
-            ``DEFAULT_TEST_CFG``.
-        data_preprocessor (dict, optional): Defaults to the E2E learner's.
+            ``eta``, ``num_samples`` and ``seed``. Missing sampler keys
+            take ``DEFAULT_TEST_CFG``; without ``mode`` the E2E config's
+            own test mode is used (its ``crop_size``/``stride`` for
+            'slide'), so that ``e2e_mIoU`` is the E2E learner's own.
+        data_preprocessor (dict, optional): Defaults to the E2E learner's;
+            a dict without ``type`` (e.g. ``dict(size=(180, 240))``)
+            updates the E2E learner's.
         pretrained (str, optional): Must be None (accepted because MMSeg's
             ``init_model`` sets it); use ``e2e_checkpoint``.
         init_cfg (dict, optional): Initialisation config.
@@ -76,23 +92,21 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 f'pretrained={pretrained!r}: ResEnsembleSegmentor takes the '
                 'E2E learner\'s weights from e2e_checkpoint')
         e2e_cfg = load_e2e_config(e2e)
-        if data_preprocessor is None:
-            data_preprocessor = e2e_cfg.get('data_preprocessor')
+        check_e2e_type(e2e_cfg)
         super().__init__(
-            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+            data_preprocessor=merge_data_preprocessor(e2e_cfg,
+                                                      data_preprocessor),
+            init_cfg=init_cfg)
         e2e_cfg.pop('pretrained', None)
         self.e2e = MODELS.build(e2e_cfg)
-        if not hasattr(self.e2e, 'extract_feat') or not hasattr(
-                self.e2e, 'decode_head'):
-            raise TypeError('the E2E learner must be an EncoderDecoder or '
-                            'CascadeEncoderDecoder, got '
-                            f'{type(self.e2e).__name__}')
         if e2e_checkpoint is not None:
             load_e2e_checkpoint(self.e2e, e2e_checkpoint, strict=e2e_strict)
         self.e2e_checkpoint = e2e_checkpoint
         self.e2e.requires_grad_(False)
         self.e2e.eval()
 
+        if decode_head.get('in_channels') == 'auto':
+            decode_head = resolve_in_channels(decode_head, self.e2e)
         self.decode_head = MODELS.build(decode_head)
         self.align_corners = self.decode_head.align_corners
         self.num_classes = self.decode_head.num_classes
@@ -104,6 +118,8 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 f'num_classes={self.num_classes}')
         self.train_cfg = train_cfg
         self.test_cfg = copy.deepcopy(DEFAULT_TEST_CFG)
+        if 'mode' not in (test_cfg or {}):
+            self.test_cfg.update(e2e_test_mode(e2e_cfg))
         self.test_cfg.update(test_cfg or {})
         self._check_test_cfg()
 
@@ -136,33 +152,121 @@ class ResEnsembleSegmentor(BaseSegmentor):
         the weights of ``e2e_checkpoint``."""
         self.decode_head.init_weights()
 
+    @property
+    def e2e_last_head(self) -> nn.Module:
+        """The E2E decode head that gives the output (a cascade's last)."""
+        heads = self.e2e.decode_head
+        return heads[-1] if isinstance(heads, nn.ModuleList) else heads
+
     @torch.no_grad()
-    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
-        """Frozen E2E backbone (and neck) features of (N, 3, H, W)."""
+    def e2e_features(self, inputs: Tensor) -> Union[Tensor, List[Tensor]]:
+        """The E2E learner's backbone (and neck) output of (N, 3, H, W),
+        as its decode head takes it (one tensor for PIDNet, DDRNet)."""
         return self.e2e.extract_feat(inputs)
 
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """Frozen E2E backbone (and neck) features of (N, 3, H, W): a list
+        of levels (N, Ci, hi, wi); a backbone that returns one tensor
+        gives one level."""
+        return feature_levels(self.e2e_features(inputs))
+
     @torch.no_grad()
-    def e2e_logits(self, feats: List[Tensor]) -> Tensor:
-        """The E2E decode head(s) on ``feats``: logits (N, C, h, w)."""
-        heads = self.e2e.decode_head
-        if isinstance(heads, nn.ModuleList):  # CascadeEncoderDecoder
-            out = heads[0](feats)
-            for head in heads[1:]:
-                out = head(feats, out)
-            return out
-        return heads(feats)
+    def e2e_seg_logits(
+            self,
+            inputs: Tensor,
+            batch_img_metas: List[dict],
+            feats: Optional[Union[Tensor, List[Tensor]]] = None) -> Tensor:
+        """The E2E learner's output on one window, through each head's own
+        inference path, as ``EncoderDecoder.encode_decode`` and
+        ``CascadeEncoderDecoder.encode_decode``: the decode head's
+        ``predict`` (a cascade: ``forward`` of the first heads, ``predict``
+        of the last) with the E2E learner's ``test_cfg``.
 
-    @staticmethod
-    def logits_to_probs(logits: Tensor) -> Tensor:
-        """E2E logits (N, C, h, w) -> probabilities (N, K, h, w).
+        Args:
+            inputs (Tensor): (N, 3, H, W).
+            batch_img_metas (list[dict]): Their metainfo; as in MMSeg, its
+                ``img_shape`` (a ``torch.Size`` in a slide window) or
+                ``pad_shape`` is the output size.
+            feats (Tensor | list[Tensor], optional): :meth:`e2e_features`
+                of ``inputs``, reused when given.
 
-        A binary E2E learner with one sigmoid output (C = 1) gives the two
-        channels [1 − p, p].
+        Returns:
+            Tensor: (N, C, H, W): logits, or for mask-classification heads
+            (MaskFormer, Mask2Former) class-probability x mask-probability
+            scores.
         """
-        if logits.shape[1] == 1:
-            p = logits.float().sigmoid()
+        if feats is None:
+            feats = self.e2e_features(inputs)
+        # MaskFormerHead.predict writes into the metainfo
+        metas = copy.deepcopy(batch_img_metas)
+        heads, test_cfg = self.e2e.decode_head, self.e2e.test_cfg
+        if isinstance(heads, nn.ModuleList):  # CascadeEncoderDecoder
+            out = heads[0].forward(feats)
+            for head in heads[1:-1]:
+                out = head.forward(feats, out)
+            return heads[-1].predict(feats, out, metas, test_cfg)
+        return heads.predict(feats, metas, test_cfg)
+
+    def seg_logits_to_probs(self, seg_logits: Tensor) -> Tensor:
+        """The E2E output (N, C, H, W) -> class probabilities (N, K, H, W).
+
+        Logits give their softmax; one sigmoid channel (C = 1) the two
+        channels [1 − p, p]; the scores of a mask-classification head
+        (MaskFormer, Mask2Former: class probability x mask probability,
+        summed over queries) are normalised over classes. Each keeps the
+        E2E learner's own arg-max.
+        """
+        seg_logits = seg_logits.float()
+        if isinstance(self.e2e_last_head, MASK_CLASSIFICATION_HEADS):
+            scores = seg_logits.clamp(min=0)
+            return scores / scores.sum(
+                1, keepdim=True).clamp(min=torch.finfo(scores.dtype).tiny)
+        if seg_logits.shape[1] == 1:
+            p = seg_logits.sigmoid()
             return torch.cat([1 - p, p], dim=1)
-        return logits.float().softmax(dim=1)
+        return seg_logits.softmax(dim=1)
+
+    @torch.no_grad()
+    def e2e_probs(
+            self,
+            inputs: Tensor,
+            batch_img_metas: List[dict],
+            feats: Optional[Union[Tensor, List[Tensor]]] = None) -> Tensor:
+        """x̂0: the E2E learner's class probabilities of ``inputs``.
+
+        The one place that computes x̂0 (training, the E2E cache):
+        :meth:`e2e_seg_logits` turned into probabilities by
+        :meth:`seg_logits_to_probs`. With ``feats``, on those features
+        (one window); without, in the E2E learner's own test mode (its
+        ``test_cfg``: whole, or slide with the outputs averaged over the
+        windows before the conversion, as ``EncoderDecoder.inference``).
+
+        Args:
+            inputs (Tensor): (N, 3, H, W).
+            batch_img_metas (list[dict]): Their metainfo.
+            feats (Tensor | list[Tensor], optional): :meth:`e2e_features`
+                of ``inputs``.
+
+        Returns:
+            Tensor: (N, K, H, W), summing to 1 over the K classes.
+        """
+        e2e_test_cfg = self.e2e.test_cfg or {}
+        if feats is None and e2e_test_cfg.get('mode', 'whole') == 'slide':
+            seg_logits = self.slide_maps(
+                inputs, batch_img_metas, lambda crop, metas: dict(
+                    seg_logits=self.e2e_seg_logits(crop, metas)),
+                e2e_test_cfg)['seg_logits']
+        else:
+            seg_logits = self.e2e_seg_logits(inputs, batch_img_metas, feats)
+        return self.seg_logits_to_probs(seg_logits)
+
+    def e2e_pred(self, seg_logits: Tensor) -> Tensor:
+        """The E2E learner's labels (1, H, W) from its output (C, H, W), as
+        its ``postprocess_result``: the arg-max, or for one sigmoid
+        channel p > the head's ``threshold`` (MMSeg's default 0.3)."""
+        if seg_logits.shape[0] == 1:
+            return (seg_logits.sigmoid() > self.e2e_last_head.threshold).long()
+        return seg_logits.argmax(dim=0, keepdim=True)
 
     @staticmethod
     def cached_probs(data_samples: OptSampleList,
@@ -191,29 +295,34 @@ class ResEnsembleSegmentor(BaseSegmentor):
     # ------------------------------------------------------------------
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         """Algorithm 1 on a batch: (N, 3, H, W) images with ground truth."""
-        feats = self.extract_feat(inputs)
+        feats = self.e2e_features(inputs)
         e2e_probs = self.cached_probs(data_samples, inputs.shape[-2:])
         if e2e_probs is None:
-            e2e_probs = self.logits_to_probs(self.e2e_logits(feats))
-        losses = self.decode_head.loss(feats, e2e_probs, data_samples,
-                                       self.train_cfg)
+            e2e_probs = self.e2e_probs(inputs,
+                                       [ds.metainfo for ds in data_samples],
+                                       feats)
+        losses = self.decode_head.loss(
+            feature_levels(feats), e2e_probs, data_samples, self.train_cfg)
         return add_prefix(losses, 'decode')
 
     # ------------------------------------------------------------------
     # inference
     # ------------------------------------------------------------------
-    def infer_maps(self, inputs: Tensor) -> Dict[str, Tensor]:
-        """Both learners on (N, 3, H, W) inputs, maps at (H, W).
+    def infer_maps(self, inputs: Tensor,
+                   batch_img_metas: List[dict]) -> Dict[str, Tensor]:
+        """Both learners on (N, 3, H, W) inputs (one window), maps at
+        (H, W).
 
         Returns:
             dict[str, Tensor]: ``probs`` (N, K, H, W), the ensemble;
-            ``e2e_logits`` (N, C, H, W), the E2E learner's logits;
-            ``uncertainty`` (N, 1, H, W).
+            ``e2e_logits`` (N, C, H, W), the E2E learner's output
+            (:meth:`e2e_seg_logits`); ``uncertainty`` (N, 1, H, W).
         """
-        feats = self.extract_feat(inputs)
-        logits = self.e2e_logits(feats)
-        out = self.decode_head.predict(feats, self.logits_to_probs(logits),
-                                       inputs.shape[-2:], self.test_cfg)
+        feats = self.e2e_features(inputs)
+        logits = self.e2e_seg_logits(inputs, batch_img_metas, feats)
+        out = self.decode_head.predict(
+            feature_levels(feats), self.seg_logits_to_probs(logits),
+            inputs.shape[-2:], self.test_cfg)
         size = inputs.shape[-2:]
         maps = {
             k:
@@ -232,14 +341,27 @@ class ResEnsembleSegmentor(BaseSegmentor):
             align_corners=self.e2e.align_corners)
         return maps
 
-    def slide_maps(self, inputs: Tensor) -> Dict[str, Tensor]:
-        """:meth:`infer_maps` over overlapping crops, averaged.
+    def slide_maps(self, inputs: Tensor, batch_img_metas: List[dict],
+                   maps_fn: Callable[[Tensor, List[dict]], Dict[str, Tensor]],
+                   test_cfg: ConfigType) -> Dict[str, Tensor]:
+        """``maps_fn`` over overlapping crops, each map averaged.
 
         As ``EncoderDecoder.slide_inference``: a crop larger than the image
-        is clipped to the image.
+        is clipped to the image, and each crop's metainfo has the crop's
+        ``img_shape`` (a ``torch.Size``).
+
+        Args:
+            inputs (Tensor): (N, 3, H, W).
+            batch_img_metas (list[dict]): Their metainfo.
+            maps_fn (Callable): (crop, crop metainfo) -> dict of maps
+                (N, *, h, w) at the crop's size, e.g. :meth:`infer_maps`.
+            test_cfg (dict): With ``crop_size`` and ``stride``.
+
+        Returns:
+            dict[str, Tensor]: The averaged maps at (H, W).
         """
-        h_stride, w_stride = self.test_cfg['stride']
-        h_crop, w_crop = self.test_cfg['crop_size']
+        h_stride, w_stride = test_cfg['stride']
+        h_crop, w_crop = test_cfg['crop_size']
         _, _, h_img, w_img = inputs.size()
         h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
         w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
@@ -250,7 +372,12 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 y2 = min(h_idx * h_stride + h_crop, h_img)
                 x2 = min(w_idx * w_stride + w_crop, w_img)
                 y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-                crop = self.infer_maps(inputs[:, :, y1:y2, x1:x2])
+                crop_img = inputs[:, :, y1:y2, x1:x2]
+                crop_metas = [
+                    dict(meta, img_shape=crop_img.shape[2:])
+                    for meta in batch_img_metas
+                ]
+                crop = maps_fn(crop_img, crop_metas)
                 pad = (x1, w_img - x2, y1, h_img - y2)
                 for k, v in crop.items():
                     sums[k] = sums.get(k, 0) + F.pad(v, pad)
@@ -262,13 +389,28 @@ class ResEnsembleSegmentor(BaseSegmentor):
                   batch_img_metas: List[dict]) -> Dict[str, Tensor]:
         """Whole or slide inference, per ``test_cfg.mode``."""
         if self.test_cfg['mode'] == 'slide':
-            return self.slide_maps(inputs)
-        return self.infer_maps(inputs)
+            return self.slide_maps(inputs, batch_img_metas, self.infer_maps,
+                                   self.test_cfg)
+        return self.infer_maps(inputs, batch_img_metas)
+
+    @staticmethod
+    def default_img_metas(inputs: Tensor) -> List[dict]:
+        """Metainfo of (N, 3, H, W) inputs without data samples: no
+        padding, the original size is the input's."""
+        size = inputs.shape[2:]
+        return [
+            dict(
+                ori_shape=size,
+                img_shape=size,
+                pad_shape=size,
+                padding_size=[0, 0, 0, 0]) for _ in range(inputs.shape[0])
+        ]
 
     def encode_decode(self, inputs: Tensor,
                       batch_img_metas: List[dict]) -> Tensor:
         """Ensemble log-probabilities (N, K, H, W) of (N, 3, H, W) inputs."""
-        probs = self.inference(inputs, batch_img_metas)['probs']
+        probs = self.inference(
+            inputs, batch_img_metas or self.default_img_metas(inputs))['probs']
         return probs.clamp(min=1e-6).log()
 
     def predict(self,
@@ -284,38 +426,37 @@ class ResEnsembleSegmentor(BaseSegmentor):
         if data_samples is not None:
             batch_img_metas = [ds.metainfo for ds in data_samples]
         else:
-            batch_img_metas = [
-                dict(
-                    ori_shape=inputs.shape[2:],
-                    img_shape=inputs.shape[2:],
-                    pad_shape=inputs.shape[2:],
-                    padding_size=[0, 0, 0, 0])
-            ] * inputs.shape[0]
+            batch_img_metas = self.default_img_metas(inputs)
         maps = self.inference(inputs, batch_img_metas)
         results = self.postprocess_result(maps['probs'].clamp(min=1e-6).log(),
                                           data_samples)
         for i, result in enumerate(results):
             meta = data_samples[i].metainfo if data_samples else None
-            e2e = self._restore(maps['e2e_logits'][i], meta)
-            if e2e.shape[0] == 1:
-                e2e_pred = (e2e.sigmoid() > 0.5).long()
-            else:
-                e2e_pred = e2e.argmax(dim=0, keepdim=True)
+            e2e = self._restore(maps['e2e_logits'][i], meta,
+                                self.e2e.align_corners)
+            e2e_pred = self.e2e_pred(e2e)
+            if e2e.shape[0] == 1:  # as MMSeg stores a sigmoid output
+                e2e = e2e.sigmoid()
             result.set_data(
                 dict(
                     e2e_seg_logits=PixelData(data=e2e),
                     e2e_pred_sem_seg=PixelData(data=e2e_pred),
                     uncertainty=PixelData(
-                        data=self._restore(maps['uncertainty'][i], meta))))
+                        data=self._restore(maps['uncertainty'][i], meta,
+                                           self.align_corners))))
         return results
 
-    def _restore(self, seg_map: Tensor, img_meta: Optional[dict]) -> Tensor:
+    @staticmethod
+    def _restore(seg_map: Tensor, img_meta: Optional[dict],
+                 align_corners: bool) -> Tensor:
         """Undo padding and flip and resize to ``ori_shape``, as
         :meth:`postprocess_result` does with ``seg_logits``.
 
         Args:
             seg_map (Tensor): (C, H, W) at the network input.
             img_meta (dict, optional): The sample's metainfo.
+            align_corners (bool): Of the resize (the E2E learner's for its
+                maps, as its own post-processing).
 
         Returns:
             Tensor: (C, H0, W0) at the original image size.
@@ -334,7 +475,7 @@ class ResEnsembleSegmentor(BaseSegmentor):
             seg_map,
             size=img_meta['ori_shape'],
             mode='bilinear',
-            align_corners=self.align_corners,
+            align_corners=align_corners,
             warning=False).squeeze(0)
 
     def _forward(self,
@@ -362,7 +503,10 @@ class ResEnsembleSegmentor(BaseSegmentor):
         total = None
         for aug_inputs, metas in zip(inputs, batch_img_metas):
             probs = self.inference(aug_inputs, metas)['probs']
-            probs = [self._restore(p, m) for p, m in zip(probs, metas)]
+            probs = [
+                self._restore(p, m, self.align_corners)
+                for p, m in zip(probs, metas)
+            ]
             total = probs if total is None else [
                 t + p for t, p in zip(total, probs)
             ]
