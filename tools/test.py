@@ -3,7 +3,9 @@
 
 Same arguments and behaviour as MMSeg 1.x's tool, with the plugin imported
 so that its modules are registered and torch >= 2.6 loads mmengine's
-checkpoints.
+checkpoints. Unlike MMSeg's, it raises when the checkpoint cannot be read
+(naming it) or leaves weights of the model unloaded (listing them), and
+``--show-dir`` saves the picture of every test image.
 """
 import argparse
 import os
@@ -13,7 +15,9 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 from mmseg.utils import register_all_modules
 
-from mmseg_resensemble.utils import prepare_distributed, shutdown_distributed
+from mmseg_resensemble.utils import (check_checkpoint_covers_model,
+                                     prepare_distributed, read_checkpoint,
+                                     shutdown_distributed)
 
 
 def parse_args():
@@ -68,6 +72,8 @@ def trigger_visualization_hook(cfg, args):
         visualization_hook = default_hooks['visualization']
         # Turn on visualization
         visualization_hook['draw'] = True
+        # every test image, not every 50th
+        visualization_hook['interval'] = 1
         if args.show:
             visualization_hook['show'] = True
             visualization_hook['wait_time'] = args.wait_time
@@ -99,12 +105,18 @@ def main():
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
 
+    # fail here, naming the file, rather than deep in the runner
+    checkpoint = read_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
 
     if args.tta:
+        if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
+            raise ValueError(
+                f'--tta: {args.config} has no tta_pipeline and tta_model '
+                "(see MMSeg's configs/_base_/datasets/*.py)")
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
@@ -117,6 +129,8 @@ def main():
     prepare_distributed(cfg)
 
     runner = Runner.from_cfg(cfg)
+    check_checkpoint_covers_model(runner.model, checkpoint, args.checkpoint)
+    del checkpoint
     runner.test()
     # the DDP wrapper holds the process group: drop it first
     del runner

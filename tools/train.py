@@ -3,7 +3,9 @@
 
 Same arguments and behaviour as MMSeg 1.x's tool. Importing
 ``mmseg_resensemble`` registers the plugin's modules and lets torch >= 2.6
-load mmengine's checkpoints (``--resume``, ``load_from``).
+load mmengine's checkpoints (``--resume``, ``load_from``). ``--resume``
+with a damaged last checkpoint resumes from the newest intact one in the
+work dir, saying so.
 """
 import argparse
 import logging
@@ -16,7 +18,8 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 from mmseg.utils import register_all_modules
 
-from mmseg_resensemble.utils import prepare_distributed, shutdown_distributed
+from mmseg_resensemble.utils import (find_resumable_checkpoint,
+                                     prepare_distributed, shutdown_distributed)
 
 
 def parse_args():
@@ -91,6 +94,9 @@ def main():
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
     cfg.resume = args.resume
+    if args.resume and cfg.get('load_from') is None:
+        # None (a fresh start) without a last_checkpoint, as in mmengine
+        cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
     # gloo and CPU DDP when the machine has no GPU
     prepare_distributed(cfg)
 
