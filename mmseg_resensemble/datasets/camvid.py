@@ -1,7 +1,11 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """CamVid (the SegNet version: 11 classes), which MMSeg 1.x lacks."""
+from typing import List
+
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+
+from .dataset_utils import check_not_empty
 
 
 @DATASETS.register_module()
@@ -57,3 +61,7 @@ class CamVidDataset(BaseSegDataset):
             seg_map_suffix=seg_map_suffix,
             reduce_zero_label=reduce_zero_label,
             **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        """MMSeg's sample list; an empty split raises naming its folder."""
+        return check_not_empty(self, super().load_data_list())

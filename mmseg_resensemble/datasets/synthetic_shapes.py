@@ -8,12 +8,14 @@ small segmentor makes real mistakes.
 """
 import os
 import os.path as osp
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+
+from .dataset_utils import check_not_empty
 
 CLASSES = ('background', 'disc', 'box', 'triangle', 'ring')
 PALETTE = [[0, 0, 0], [220, 20, 60], [0, 128, 255], [255, 200, 0],
@@ -123,3 +125,7 @@ class SyntheticShapesDataset(BaseSegDataset):
             seg_map_suffix='.png',
             reduce_zero_label=False,
             **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        """MMSeg's sample list; an empty split raises naming its folder."""
+        return check_not_empty(self, super().load_data_list())

@@ -98,7 +98,8 @@ def test_label_values(tmp_path):
         run(img, seg, check=dict(num_classes=5))
     assert str(info.value) == (
         f'label map {seg} has values [5, 7] that are neither a class (0..4) '
-        'nor ignore_index=255')
+        'nor ignore_index=255: fix that file, or ignore_index, or '
+        'reduce_zero_label=True in LoadAnnotations for labels that start at 1')
     run(img, seg, check=dict(num_classes=8))
     run(img, seg)  # num_classes=None: no value check
     with pytest.raises(ValueError, match='ignore_index=7'):

@@ -72,7 +72,8 @@ def resensemble_cfg(work_dir,
             type='ResEnsembleSegmentor',
             e2e=fcn_e2e(num_classes=num_classes),
             decode_head=head_cfg(num_classes=num_classes),
-            test_cfg=dict(mode='whole', num_steps=1)),
+            test_cfg=dict(mode='whole', num_steps=1),
+            allow_random_e2e=True),
         train_dataloader=dict(
             batch_size=2,
             num_workers=0,
@@ -279,20 +280,41 @@ def test_e2e_and_head_class_counts_must_match(data_root):
                 decode_head=head_cfg(num_classes=4)))
 
 
-def test_empty_dataset_is_refused(tmp_path, data_root):
-    """With serialize_data=False an empty set builds (with mmengine's
-    default it fails to build: 'need at least one array to concatenate'),
-    and InfiniteSampler would then loop forever on the first batch."""
+@pytest.mark.parametrize('serialize_data', [True, False])
+def test_empty_split_is_refused_naming_the_folder(tmp_path, serialize_data):
+    """The plugin's data sets refuse an empty split while they are built
+    (mmengine's serialisation would fail with 'need at least one array to
+    concatenate', and without it InfiniteSampler loops forever)."""
     os.makedirs(tmp_path / 'empty' / 'img_dir' / 'train')
     os.makedirs(tmp_path / 'empty' / 'ann_dir' / 'train')
     cfg = resensemble_cfg(
         str(tmp_path / 'work'),
-        dataset_cfg(str(tmp_path / 'empty'), serialize_data=False),
+        dataset_cfg(str(tmp_path / 'empty'), serialize_data=serialize_data),
+        custom_hooks=[dict(type='ResEnsembleSanityCheckHook')])
+    with pytest.raises(
+            ValueError,
+            match=r'SyntheticShapesDataset: no samples found in .*'
+            r'empty/img_dir/train'):
+        Runner.from_cfg(cfg).train()
+
+
+def test_empty_dataset_is_refused_by_the_hook(tmp_path):
+    """An MMSeg data set without the plugin's check builds empty with
+    serialize_data=False; the hook refuses it before training."""
+    os.makedirs(tmp_path / 'empty' / 'img_dir' / 'train')
+    os.makedirs(tmp_path / 'empty' / 'ann_dir' / 'train')
+    dataset = dataset_cfg(str(tmp_path / 'empty'), serialize_data=False)
+    dataset.update(
+        type='BaseSegDataset',
+        metainfo=dict(classes=tuple(f'c{i}' for i in range(K))))
+    cfg = resensemble_cfg(
+        str(tmp_path / 'work'),
+        dataset,
         custom_hooks=[dict(type='ResEnsembleSanityCheckHook')])
     with pytest.raises(
             ValueError,
             match=r'the train data set is empty: '
-            r'SyntheticShapesDataset data_root=.*empty'):
+            r'BaseSegDataset data_root=.*empty'):
         Runner.from_cfg(cfg).train()
 
 
@@ -393,13 +415,111 @@ def test_scan_files_passes_good_files(tmp_path, data_root):
     runner, probe = runner_with_probe(cfg)
     runner.train()
     assert probe.iterations == 1
-    with pytest.raises(ValueError, match='needs a CheckImageAndLabel'):
+    with pytest.raises(ValueError, match='needs a CheckImageAndLabel or'):
         ResEnsembleSanityCheckHook(scan_files=True).before_train(
             Runner.from_cfg(
                 resensemble_cfg(
-                    str(tmp_path / 'plain'), dataset_cfg(data_root))))
+                    str(tmp_path / 'plain'),
+                    dataset_cfg(
+                        data_root,
+                        pipeline=[
+                            dict(type='LoadImageFromFile'),
+                            dict(type='PackSegInputs')
+                        ]))))
     with pytest.raises(ValueError, match='scan_files'):
         ResEnsembleSanityCheckHook(scan_files=1)
+
+
+@pytest.fixture
+def broken_labels_root(tmp_path):
+    """The shapes set with a label value 7 (5 classes) and a truncated
+    label PNG."""
+    root = generate_shapes_dataset(
+        str(tmp_path / 'broken'), dict(train=4, val=2), size=SIZE)
+    label = cv2.imread(
+        osp.join(root, 'ann_dir/train/00000.png'), cv2.IMREAD_UNCHANGED)
+    label[0, 0] = 7
+    cv2.imwrite(osp.join(root, 'ann_dir/train/00000.png'), label)
+    path = osp.join(root, 'ann_dir/train/00002.png')
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    return root
+
+
+def test_scan_without_check_transform_names_the_label_files(
+        tmp_path, broken_labels_root):
+    """A pipeline without CheckImageAndLabel is scanned with the model's
+    class count; an unreadable label is reported as the label map, not as
+    its image."""
+    cfg = resensemble_cfg(
+        str(tmp_path / 'work'),
+        dataset_cfg(broken_labels_root),
+        custom_hooks=[
+            dict(type='ResEnsembleSanityCheckHook', scan_files=True)
+        ])
+    runner, probe = runner_with_probe(cfg)
+    with pytest.raises(ValueError) as info:
+        runner.train()
+    message = str(info.value)
+    assert '2 bad sample(s) in the train data set' in message
+    assert ('label map ' +
+            osp.join(broken_labels_root, 'ann_dir/train/00000.png') +
+            ' has values [7]') in message
+    assert ('label map ' +
+            osp.join(broken_labels_root, 'ann_dir/train/00002.png') +
+            ': cannot be read by LoadAnnotations') in message
+    assert probe.iterations == 0
+
+
+def test_out_of_range_labels_in_training_name_the_file(tmp_path,
+                                                       broken_labels_root):
+    """Without the checks, the head names the label map and gives the
+    right hint (not 'the dataset has more classes than the model')."""
+    os.remove(osp.join(broken_labels_root, 'ann_dir/train/00002.png'))
+    os.remove(osp.join(broken_labels_root, 'img_dir/train/00002.png'))
+    cfg = resensemble_cfg(
+        str(tmp_path / 'work'), dataset_cfg(broken_labels_root), max_iters=4)
+    cfg.train_dataloader.sampler.shuffle = False
+    cfg.train_dataloader.batch_size = 1
+    with pytest.raises(ValueError) as info:
+        Runner.from_cfg(cfg).train()
+    message = str(info.value)
+    assert 'labels [7] are out of range for num_classes=5' in message
+    assert 'more classes than the model' not in message
+    assert 'reduce_zero_label' in message
+    assert osp.join(broken_labels_root, 'ann_dir/train/00000.png') in message
+
+
+def test_training_on_a_random_e2e_learner_is_refused(tmp_path, data_root):
+    cfg = resensemble_cfg(
+        str(tmp_path / 'random'),
+        dataset_cfg(data_root),
+        max_iters=1,
+        custom_hooks=[dict(type='ResEnsembleSanityCheckHook')],
+        checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1))
+    cfg.model.allow_random_e2e = False
+    runner, probe = runner_with_probe(cfg)
+    with pytest.raises(ValueError, match='allow_random_e2e=True') as info:
+        runner.train()
+    assert "E2E learner's weights were never loaded" in str(info.value)
+    assert probe.iterations == 0
+    # opting in trains, and its checkpoint holds E2E weights: loading it
+    # (load_from, as --resume) makes the same model trainable
+    cfg.model.allow_random_e2e = True
+    runner, probe = runner_with_probe(cfg)
+    runner.train()
+    assert probe.iterations == 1
+    cfg.model.allow_random_e2e = False
+    cfg.work_dir = str(tmp_path / 'loaded')
+    cfg.load_from = osp.join(str(tmp_path / 'random'), 'iter_1.pth')
+    runner, probe = runner_with_probe(cfg)
+    runner.train()
+    assert probe.iterations == 1
+    with pytest.raises(ValueError, match='allow_random_e2e must be a bool'):
+        cfg.model.allow_random_e2e = 'yes'
+        Runner.from_cfg(cfg)
 
 
 # ----------------------------------------------------------------------

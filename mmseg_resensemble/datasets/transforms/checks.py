@@ -114,7 +114,9 @@ class CheckImageAndLabel(BaseTransform):
                 raise ValueError(
                     f'label map {seg_path} has values {bad.tolist()[:10]} '
                     f'that are neither a class (0..{self.num_classes - 1}) '
-                    f'nor ignore_index={self.ignore_index}')
+                    f'nor ignore_index={self.ignore_index}: fix that file, '
+                    'or ignore_index, or reduce_zero_label=True in '
+                    'LoadAnnotations for labels that start at 1')
         return results
 
     def __repr__(self) -> str:

@@ -2,6 +2,7 @@
 """Refuse inconsistent data and models before training or testing."""
 from typing import Any, List, Optional
 
+from mmcv.transforms import LoadAnnotations
 from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -30,8 +31,11 @@ class ResEnsembleSanityCheckHook(Hook):
     validation and testing, and raise ``ValueError`` saying what differs.
 
     Before training (``before_train``; priority ``HIGHEST``, so before the
-    E2E cache is built) it checks the training set, before validation and
-    testing the validation and test sets:
+    E2E cache is built) it refuses a :class:`ResEnsembleSegmentor` whose
+    frozen E2E learner was never loaded (``e2e_checkpoint=None`` and no
+    ``load_from`` or resumed checkpoint; ``allow_random_e2e=True`` allows
+    it) and checks the training set, before validation and testing the
+    validation and test sets:
 
     * the set is not empty (an empty ``InfiniteSampler`` loops forever
       instead of failing): the message names the data set's type,
@@ -46,10 +50,13 @@ class ResEnsembleSanityCheckHook(Hook):
 
     With ``scan_files=True`` it also runs, before training, the training
     pipeline up to its :class:`CheckImageAndLabel` on every sample (the
-    ranks share the work), so a grayscale image, a mis-sized label map or
-    a bad label value anywhere in the set stops the run before the first
-    iteration, not hours into it. That reads every image and label map
-    once.
+    ranks share the work), so a grayscale image, a mis-sized, truncated or
+    unreadable label map or a bad label value anywhere in the set stops
+    the run before the first iteration, not hours into it, naming the
+    file. A pipeline without a :class:`CheckImageAndLabel` is run up to its
+    ``LoadAnnotations``, then checked with the model's class count, the
+    head's ``ignore_index`` and the data preprocessor's channels. That
+    reads every image and label map once.
 
     Args:
         scan_files (bool): Check every training sample before training.
@@ -73,6 +80,10 @@ class ResEnsembleSanityCheckHook(Hook):
         self._test_scanned = False
 
     def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        if hasattr(model, 'check_e2e_loaded'):
+            model.check_e2e_loaded()
         self.check(runner, runner.train_dataloader.dataset, 'train',
                    self.scan_files)
 
@@ -129,9 +140,7 @@ class ResEnsembleSanityCheckHook(Hook):
 
         mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
         channels = None if mean is None else int(mean.numel())
-        checks = []
         for ds, t in find_transforms(dataset, CheckImageAndLabel):
-            checks.append(t)
             if (channels is not None and t.num_channels is not None
                     and t.num_channels != channels):
                 raise ValueError(
@@ -139,35 +148,51 @@ class ResEnsembleSanityCheckHook(Hook):
                     f'CheckImageAndLabel(num_channels={t.num_channels}) but '
                     f"the data preprocessor's mean has {channels} values")
         if scan:
-            if not checks:
-                raise ValueError(
-                    f'scanning the {split} files needs a CheckImageAndLabel '
-                    f'in the {split} pipeline (after LoadAnnotations)')
-            self.scan(dataset, split)
+            ignore_index = getattr(
+                getattr(model, 'decode_head', None), 'ignore_index', None)
+            default = CheckImageAndLabel(
+                num_channels=channels,
+                num_classes=counts[0][1] if counts else None,
+                ignore_index=255 if ignore_index is None else ignore_index)
+            self.scan(dataset, split, default)
 
     @staticmethod
-    def scan(dataset: Any, split: str) -> None:
+    def scan(dataset: Any,
+             split: str,
+             default: Optional[CheckImageAndLabel] = None) -> None:
         """Run every sample's pipeline up to :class:`CheckImageAndLabel`.
 
-        Each rank checks every ``world_size``-th sample of each base data
-        set; the ranks then share what they found, and all raise.
+        A pipeline without one runs up to its ``LoadAnnotations``, then
+        ``default``. Each rank checks every ``world_size``-th sample of
+        each base data set; the ranks then share what they found, and all
+        raise.
 
         Raises:
             ValueError: The first problems found, with their files (files
-                that cannot be read are reported too).
+                that cannot be read are reported too); or no pipeline has
+                a ``CheckImageAndLabel`` or a ``LoadAnnotations``.
         """
         rank, world_size = get_dist_info()
         errors = []
         checked = 0
+        scanned = False
         for ds in base_datasets(dataset):
+            transforms = getattr(
+                getattr(ds, 'pipeline', None), 'transforms', None) or []
             prefix = []
-            for t in getattr(
-                    getattr(ds, 'pipeline', None), 'transforms', None) or []:
+            for t in transforms:
                 prefix.append(t)
                 if isinstance(t, CheckImageAndLabel):
                     break
             else:
-                continue
+                loads = [
+                    i for i, t in enumerate(transforms)
+                    if isinstance(t, LoadAnnotations)
+                ]
+                if not loads or default is None:
+                    continue
+                prefix = transforms[:loads[0] + 1] + [default]
+            scanned = True
             for idx in range(rank, len(ds), world_size):
                 results: Optional[dict] = ds.get_data_info(idx)
                 img_path = results.get('img_path')
@@ -179,9 +204,18 @@ class ResEnsembleSanityCheckHook(Hook):
                 except ValueError as e:
                     errors.append(str(e))
                 except Exception as e:  # unreadable or missing files
-                    errors.append(f'sample {idx} ({img_path}): '
-                                  f'{type(e).__name__}: {e}')
+                    if isinstance(t, LoadAnnotations):
+                        where = f"label map {results.get('seg_map_path')}"
+                    else:
+                        where = f'image {img_path}'
+                    errors.append(f'sample {idx}, {where}: cannot be read '
+                                  f'by {type(t).__name__} '
+                                  f'({type(e).__name__}: {e})')
                 checked += 1
+        if not scanned:
+            raise ValueError(
+                f'scanning the {split} files needs a CheckImageAndLabel or '
+                f'a LoadAnnotations in the {split} pipeline')
         # every rank's (this rank's alone in a single process)
         errors = sum(all_gather_object(errors), [])
         checked = sum(all_gather_object(checked))

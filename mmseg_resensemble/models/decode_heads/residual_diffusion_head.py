@@ -278,8 +278,20 @@ class ResidualDiffusionHead(BaseDecodeHead):
         cond = self.encode_condition(inputs, seg_label.shape[-2:])
         size = cond.shape[-2:]
         x_hat = self.encode_e2e(e2e_probs, size)
-        onehot, valid = labels_to_onehot(seg_label, self.num_classes,
-                                         self.ignore_index, size)
+        try:
+            onehot, valid = labels_to_onehot(seg_label, self.num_classes,
+                                             self.ignore_index, size)
+        except ValueError as e:  # name the label files
+            files = [
+                sample.metainfo.get('seg_map_path', f'sample {i}')
+                for i, (
+                    sample,
+                    label) in enumerate(zip(batch_data_samples, seg_label))
+                if ((label != self.ignore_index)
+                    & ((label < 0) | (label >= self.num_classes))).any()
+            ]
+            raise ValueError(
+                f'{e}. Label maps with such values: {files}') from e
         return cond, x_hat, onehot, valid
 
     def loss(self, inputs: List[Tensor], e2e_probs: Tensor,
@@ -327,15 +339,31 @@ class ResidualDiffusionHead(BaseDecodeHead):
 
     def check_test_cfg(self, test_cfg: ConfigType) -> None:
         """Raise ``ValueError`` naming a bad sampling setting of
-        ``test_cfg`` (sampler, num_steps, num_samples), before any work."""
+        ``test_cfg`` (sampler, num_steps, num_samples, eta, seed,
+        clip_denoised), before any work."""
         self.diffusion.check_sampler(
             test_cfg.get('sampler', 'ddim'),
             test_cfg.get('num_steps', None),
             prefix='test_cfg.')
         num_samples = test_cfg.get('num_samples', 1)
-        if not isinstance(num_samples, int) or num_samples < 1:
+        if (isinstance(num_samples, bool) or not isinstance(num_samples, int)
+                or num_samples < 1):
             raise ValueError('test_cfg.num_samples must be an int >= 1, got '
                              f'{num_samples!r}')
+        eta = test_cfg.get('eta', 0.)
+        if (isinstance(eta, bool) or not isinstance(eta, (int, float))
+                or not 0 <= eta <= 1):
+            raise ValueError(
+                f'test_cfg.eta must be a number in [0, 1], got {eta!r}')
+        seed = test_cfg.get('seed', 0)
+        if seed is not None and (isinstance(seed, bool)
+                                 or not isinstance(seed, int)):
+            raise ValueError(
+                f'test_cfg.seed must be an int or None, got {seed!r}')
+        clip = test_cfg.get('clip_denoised', None)
+        if clip is not None and not isinstance(clip, bool):
+            raise ValueError('test_cfg.clip_denoised must be a bool or None, '
+                             f'got {clip!r}')
 
     def predict(self, inputs: List[Tensor], e2e_probs: Tensor,
                 input_size: Sequence[int],

@@ -25,6 +25,9 @@ MASK_CLASSIFICATION_HEADS = (MaskFormerHead, Mask2FormerHead)
 # the E2E learner's own test mode
 DEFAULT_TEST_CFG = dict(
     sampler='ddim', num_steps=4, eta=0., num_samples=1, seed=0)
+#: every key ``test_cfg`` may have (a misspelt one would be ignored)
+TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'sampler', 'num_steps', 'eta',
+                 'num_samples', 'seed', 'clip_denoised')
 
 
 @MODELS.register_module()
@@ -61,6 +64,11 @@ class ResEnsembleSegmentor(BaseSegmentor):
             ``tools/test.py`` works with ``e2e_checkpoint=None``.
         e2e_strict (bool): Raise on missing or unexpected E2E checkpoint
             keys (shape mismatches always raise). Defaults to True.
+        allow_random_e2e (bool): Allow training without ``e2e_checkpoint``
+            (and without ``load_from`` or a resumed checkpoint), i.e. on a
+            randomly initialised frozen E2E learner, which
+            :class:`ResEnsembleSanityCheckHook` refuses otherwise. For
+            tests only. Defaults to False.
         train_cfg (dict, optional): Unused by the method; kept for MMSeg.
         test_cfg (dict, optional): ``mode`` ('whole' | 'slide', with
             ``crop_size`` and ``stride``), ``sampler`` ('ddpm' runs all T
@@ -82,6 +90,7 @@ class ResEnsembleSegmentor(BaseSegmentor):
                  decode_head: ConfigType,
                  e2e_checkpoint: Optional[str] = None,
                  e2e_strict: bool = True,
+                 allow_random_e2e: bool = False,
                  train_cfg: OptConfigType = None,
                  test_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None,
@@ -102,6 +111,14 @@ class ResEnsembleSegmentor(BaseSegmentor):
         if e2e_checkpoint is not None:
             load_e2e_checkpoint(self.e2e, e2e_checkpoint, strict=e2e_strict)
         self.e2e_checkpoint = e2e_checkpoint
+        if not isinstance(allow_random_e2e, bool):
+            raise ValueError(
+                f'allow_random_e2e must be a bool, got {allow_random_e2e!r}')
+        self.allow_random_e2e = allow_random_e2e
+        # loaded now from e2e_checkpoint, or later with the whole model
+        # (load_from, --resume, tools/test.py)
+        self.e2e_weights_loaded = e2e_checkpoint is not None
+        self.e2e.register_load_state_dict_pre_hook(self._note_e2e_loaded)
         self.e2e.requires_grad_(False)
         self.e2e.eval()
 
@@ -130,7 +147,32 @@ class ResEnsembleSegmentor(BaseSegmentor):
     def e2e_num_classes(self) -> int:
         return self.e2e.num_classes
 
+    def _note_e2e_loaded(self, module: nn.Module, state_dict: dict,
+                         prefix: str, *args) -> None:
+        if any(k.startswith(prefix) for k in state_dict):
+            self.e2e_weights_loaded = True
+
+    def check_e2e_loaded(self) -> None:
+        """Refuse to train on a randomly initialised E2E learner.
+
+        Raises:
+            ValueError: Unless ``e2e_checkpoint`` or a checkpoint of the
+                whole model loaded the E2E weights, or ``allow_random_e2e``.
+        """
+        if not (self.e2e_weights_loaded or self.allow_random_e2e):
+            raise ValueError(
+                "the frozen E2E learner's weights were never loaded "
+                '(model.e2e_checkpoint=None, and no load_from or resumed '
+                'checkpoint held them): the diffusion learner would learn '
+                'the residual of a random E2E learner. Set '
+                "model.e2e_checkpoint to the E2E learner's trained weights; "
+                'model.allow_random_e2e=True trains anyway (for tests)')
+
     def _check_test_cfg(self) -> None:
+        unknown = sorted(set(self.test_cfg) - set(TEST_CFG_KEYS))
+        if unknown:
+            raise ValueError(f'unknown test_cfg key(s) {unknown}; the valid '
+                             f'keys are {sorted(TEST_CFG_KEYS)}')
         mode = self.test_cfg.get('mode')
         if mode not in ('whole', 'slide'):
             raise ValueError(

@@ -54,8 +54,11 @@ def labels_to_onehot(seg_label: Tensor, num_classes: int, ignore_index: int,
         found = torch.unique(seg_label[bad]).tolist()
         raise ValueError(
             f'labels {found} are out of range for num_classes={num_classes} '
-            f'(ignore_index={ignore_index}): the dataset has more classes '
-            'than the model')
+            f'(ignore_index={ignore_index}): a label map holds values that '
+            f'are neither a class (0..{num_classes - 1}) nor ignore_index. '
+            'Fix those label maps, or set ignore_index (reduce_zero_label '
+            'for 1-based labels); CheckImageAndLabel(num_classes=K) in the '
+            'pipeline names every such file before training')
     onehot = F.one_hot(
         seg_label.clamp(0, num_classes - 1) * valid,
         num_classes).permute(0, 3, 1, 2).float()
