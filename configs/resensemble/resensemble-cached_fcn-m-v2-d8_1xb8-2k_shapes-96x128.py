@@ -6,7 +6,7 @@ _base_ = ['./resensemble_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py']
 # None: {work_dir}/e2e_cache; set a path to share the cache between runs
 e2e_cache_dir = None
 custom_hooks = [
-    dict(type='ResEnsembleSanityCheckHook'),
+    dict(type='ResEnsembleSanityCheckHook', scan_files=True),
     dict(type='E2ECacheHook', cache_dir=e2e_cache_dir),
     dict(type='NonFiniteLossHook'),
     dict(type='RandomStateHook'),
@@ -15,6 +15,7 @@ crop_size = (96, 128)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    dict(type='CheckImageAndLabel', num_classes=5),
     dict(type='LoadE2ECache', cache_dir=e2e_cache_dir),
     dict(
         type='RandomResize',

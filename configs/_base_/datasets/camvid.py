@@ -10,9 +10,12 @@ dataset_type = 'CamVidDataset'
 data_root = 'data/camvid'
 img_scale = (480, 360)  # (w, h): the images' own size
 crop_size = (360, 480)  # (h, w)
+# CheckImageAndLabel (the plugin's): a wrong channel count, a label map of
+# the wrong size or with values that are no class raise naming the file
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    dict(type='CheckImageAndLabel', num_classes=11),
     dict(
         type='RandomResize',
         scale=img_scale,
@@ -29,6 +32,7 @@ test_pipeline = [
     # add loading annotation after ``Resize`` because ground truth
     # does not need to do resize data transform
     dict(type='LoadAnnotations'),
+    dict(type='CheckImageAndLabel', num_classes=11),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]

@@ -17,9 +17,12 @@ img_scale = (584, 565)
 # MobileNetV2-d8 learner would see 8x8 features there, smaller than its
 # ASPP's dilations; 128x128 crops give 16x16 and keep CPU training cheap.
 crop_size = (128, 128)
+# CheckImageAndLabel (the plugin's): a wrong channel count, a label map of
+# the wrong size or with values that are no class raise naming the file
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    dict(type='CheckImageAndLabel', num_classes=2),
     dict(
         type='RandomResize',
         scale=img_scale,
@@ -36,6 +39,7 @@ test_pipeline = [
     # add loading annotation after ``Resize`` because ground truth
     # does not need to do resize data transform
     dict(type='LoadAnnotations'),
+    dict(type='CheckImageAndLabel', num_classes=2),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]

@@ -4,9 +4,12 @@
 dataset_type = 'SyntheticShapesDataset'
 data_root = 'data/shapes'
 crop_size = (96, 128)
+# CheckImageAndLabel (the plugin's): a wrong channel count, a label map of
+# the wrong size or with values that are no class raise naming the file
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    dict(type='CheckImageAndLabel', num_classes=5),
     dict(
         type='RandomResize',
         scale=(128, 96),
@@ -20,7 +23,21 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 96), keep_ratio=True),
     dict(type='LoadAnnotations'),
+    dict(type='CheckImageAndLabel', num_classes=5),
     dict(type='PackSegInputs')
+]
+# --tta: flips at the test scale (the images are small already)
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=(128, 96), keep_ratio=True)],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ], [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]
+        ])
 ]
 train_dataloader = dict(
     batch_size=8,
