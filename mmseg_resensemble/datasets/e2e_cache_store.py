@@ -5,6 +5,8 @@ Layout of a cache directory::
 
     cache_dir/meta.json          format, fingerprint, digest, key root
     cache_dir/entries/NAME.npz   one entry per training image
+    cache_dir/users/HOST-PID.json  the runs using the cache, and for which
+                                 fingerprint (see :meth:`register_user`)
 
 An entry holds the E2E learner's probabilities of one image at the E2E
 decoder's output resolution (h, w), quantised to uint8 (p ≈ q / 255):
@@ -23,12 +25,17 @@ file, the new file or a stray ``.tmp-*`` file, never a corrupt entry.
 
 Entries are keyed by the image path relative to the cache's key root (the
 training set's ``data_root``), so a moved data set keeps its cache.
+
+Runs with the same fingerprint may share a cache. A run with another
+fingerprint (another E2E learner, pipeline or class list) would rebuild it
+under a run that is reading it, so it is refused while that run lives.
 """
 import hashlib
 import json
 import os
 import os.path as osp
 import re
+import socket
 import tempfile
 import time
 from typing import Any, Dict, Optional, Tuple
@@ -41,6 +48,7 @@ FORMAT_NAME = 'resensemble-e2e-cache'
 FORMAT_VERSION = 1
 META_FILE = 'meta.json'
 ENTRIES_DIR = 'entries'
+USERS_DIR = 'users'
 TMP_PREFIX = '.tmp-'
 # quantisation scale: probabilities are stored as round(p * 255) in uint8
 QUANT_MAX = 255
@@ -163,6 +171,19 @@ def _entry_name(key: str) -> str:
     return f'{readable}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz'
 
 
+def _pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` runs on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _atomic_write(path: str, write_fn) -> None:
     """Write ``path`` through a temporary file in its folder + replace."""
     folder = osp.dirname(path)
@@ -194,6 +215,7 @@ class E2ECacheStore:
         self.cache_dir = cache_dir
         self.meta_path = osp.join(cache_dir, META_FILE)
         self.entries_dir = osp.join(cache_dir, ENTRIES_DIR)
+        self.users_dir = osp.join(cache_dir, USERS_DIR)
         self._meta_cache: Optional[Tuple[Tuple[int, int], dict]] = None
 
     # ------------------------------------------------------------------
@@ -482,7 +504,7 @@ class E2ECacheStore:
         """Delete temporary files older than ``max_age_s`` seconds (left by
         killed writers; younger ones may belong to a live writer)."""
         removed = 0
-        for folder in (self.cache_dir, self.entries_dir):
+        for folder in (self.cache_dir, self.entries_dir, self.users_dir):
             if not osp.isdir(folder):
                 continue
             for name in os.listdir(folder):
@@ -496,6 +518,77 @@ class E2ECacheStore:
                 except FileNotFoundError:
                     pass
         return removed
+
+    # ------------------------------------------------------------------
+    # runs using the cache
+    # ------------------------------------------------------------------
+    def register_user(self, digest: str, run: str) -> str:
+        """Record that this process uses the cache for ``digest``.
+
+        Registers first, then looks at the other users, so two runs that
+        start together with different fingerprints both see each other and
+        both refuse (neither rebuilds under the other). Users on this host
+        whose process is gone (killed runs) are removed; users on another
+        host cannot be checked and count as running.
+
+        Args:
+            digest (str): The fingerprint digest this run needs.
+            run (str): What names the run in messages (e.g. its work dir).
+
+        Returns:
+            str: This process's user file, for :meth:`release_user`.
+
+        Raises:
+            E2ECacheError: Another live run uses the cache with another
+                fingerprint; the message names that run.
+        """
+        os.makedirs(self.users_dir, exist_ok=True)
+        host, pid = socket.gethostname(), os.getpid()
+        path = osp.join(self.users_dir, f'{host}-{pid}.json')
+        me = dict(
+            digest=digest,
+            run=run,
+            host=host,
+            pid=pid,
+            since=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+        _atomic_write(path, lambda f: f.write(json.dumps(me).encode()))
+        others = []
+        for name in sorted(os.listdir(self.users_dir)):
+            other_path = osp.join(self.users_dir, name)
+            if other_path == path or not name.endswith('.json'):
+                continue
+            try:
+                with open(other_path, encoding='utf-8') as f:
+                    other = json.load(f)
+            except (OSError, ValueError):  # a half-gone user, or garbage
+                continue
+            if other.get('digest') == digest:
+                continue
+            if other.get('host') == host and not _pid_alive(other.get('pid')):
+                os.remove(other_path)  # a killed run's
+                continue
+            others.append((other_path, other))
+        if others:
+            self.release_user(path)
+            other_path, other = others[0]
+            raise E2ECacheError(
+                f'E2E cache {self.cache_dir} is in use by another run with '
+                f'another E2E learner, pipeline or classes: '
+                f"{other.get('run')!r} (host {other.get('host')}, pid "
+                f"{other.get('pid')}, since {other.get('since')}; "
+                f'{other_path}). Building it here would replace the entries '
+                'under that run: give this run its own cache_dir, or wait '
+                'until that run ends (delete the file if it is no longer '
+                'running)')
+        return path
+
+    @staticmethod
+    def release_user(path: str) -> None:
+        """Remove a user file of :meth:`register_user` (if still there)."""
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
 
     def disk_bytes(self) -> int:
         """Bytes on disk of all entries."""

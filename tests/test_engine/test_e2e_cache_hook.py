@@ -1,9 +1,11 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """E2ECacheHook: building, reusing, repairing and using the E2E cache."""
 import copy
+import json
 import os
 import os.path as osp
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +23,8 @@ from mmengine.runner import Runner
 from mmseg.registry import DATASETS, MODELS
 
 import mmseg_resensemble.engine.hooks.e2e_cache_hook as hook_module
-from mmseg_resensemble.datasets import E2ECacheStore, generate_shapes_dataset
+from mmseg_resensemble.datasets import (E2ECacheError, E2ECacheStore,
+                                        generate_shapes_dataset)
 from mmseg_resensemble.engine.hooks import E2ECacheHook
 from tests.tiny_models import DATA_PREPROCESSOR, fcn_e2e, head_cfg
 
@@ -251,6 +254,58 @@ def test_fingerprint_mismatch_rebuilds(tmp_path, data_root, ckpt, logs,
         assert probs.shape == (12, 16, K)
     if change == 'topk':
         assert meta['topk'] == 2
+
+
+def test_another_e2e_learner_is_refused_while_a_run_uses_the_cache(
+        tmp_path, data_root, ckpt, logs):
+    """A second run with another E2E learner on the same cache folder is
+    refused, naming the first run, instead of rebuilding under it."""
+    cache_dir = str(tmp_path / 'cache')
+    model, dataset = build(ckpt, data_root, cache_dir)
+    first = E2ECacheHook()
+    first.before_train(mock_runner(tmp_path / 'first', model, dataset))
+    store = E2ECacheStore(cache_dir)
+    digest = store.read_meta()['digest']
+    assert os.listdir(store.users_dir) == [osp.basename(first._user_file)]
+    # the first run, in another live process (this test's child)
+    sleeper = subprocess.Popen(['sleep', '60'])
+    first.after_run(None)
+    assert os.listdir(store.users_dir) == []
+    other_user = osp.join(store.users_dir, 'other-run.json')
+    with open(other_user, 'w') as f:
+        json.dump(
+            dict(
+                digest=digest,
+                run='work_dirs/first',
+                host=socket.gethostname(),
+                pid=sleeper.pid,
+                since='then'), f)
+    other = save_e2e_checkpoint(str(tmp_path / 'other.pth'), seed=1)
+    model, dataset = build(other, data_root, cache_dir)
+    try:
+        with pytest.raises(E2ECacheError) as info:
+            E2ECacheHook().before_train(
+                mock_runner(tmp_path / 'second', model, dataset))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    message = str(info.value)
+    assert "in use by another run" in message
+    assert "'work_dirs/first'" in message and f'pid {sleeper.pid}' in message
+    # nothing was rebuilt, and the refused run left no user file
+    assert store.read_meta()['digest'] == digest
+    assert len(store.entry_keys_on_disk()) == 6
+    assert os.listdir(store.users_dir) == ['other-run.json']
+    # a run with the same E2E learner may share the cache
+    model, dataset = build(ckpt, data_root, cache_dir)
+    E2ECacheHook().before_train(mock_runner(tmp_path, model, dataset))
+    # once the first run's process is gone, its user file is removed
+    model, dataset = build(other, data_root, cache_dir)
+    hook = E2ECacheHook()
+    hook.before_train(mock_runner(tmp_path / 'second', model, dataset))
+    assert hook.stats['computed'] == 6
+    assert not osp.exists(other_user)
+    hook.after_run(None)
 
 
 def test_invalid_entries_are_recomputed(tmp_path, data_root, ckpt, logs):

@@ -1,6 +1,7 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """Build the E2E output cache before training (Algorithm 1: x̂0 = E2E(I0)
 needs no gradient and can be cached)."""
+import atexit
 import copy
 import json
 import os
@@ -11,7 +12,8 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from mmengine.dataset import Compose, InfiniteSampler
-from mmengine.dist import all_reduce, barrier, get_dist_info
+from mmengine.dist import (all_reduce, barrier, broadcast_object_list,
+                           get_dist_info)
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -57,7 +59,10 @@ class E2ECacheHook(Hook):
     invalid or stale ones are computed, so a killed build resumes. A cache
     with another fingerprint is rebuilt, and the log says which fields
     changed. Each rank computes every ``world_size``-th image; the ranks
-    then wait for each other.
+    then wait for each other. While it trains, the run is registered as a
+    user of the cache (``cache_dir/users/``); a run with another
+    fingerprint is refused, naming that run, instead of rebuilding the
+    cache under it.
 
     Args:
         cache_dir (str, optional): The cache directory; share it between
@@ -101,6 +106,8 @@ class E2ECacheHook(Hook):
         # what the last build did, summed over ranks
         self.stats: Dict[str, float] = {}
         self._store_stride: Optional[float] = None
+        # rank 0's registration as a user of the cache (while it trains)
+        self._user_file: Optional[str] = None
 
     # ------------------------------------------------------------------
     # the hook
@@ -146,8 +153,21 @@ class E2ECacheHook(Hook):
             key_root=key_root,
             e2e_checkpoint=getattr(model, 'e2e_checkpoint', None),
             num_images=len(samples))
+        refused = [None]
         if rank == 0:
-            self._prepare(store, fields, meta_kwargs)
+            try:
+                self._release_user()
+                self._user_file = store.register_user(
+                    digest, run=str(getattr(runner, 'work_dir', None)))
+            except E2ECacheError as e:
+                refused = [str(e)]
+            else:
+                atexit.register(E2ECacheStore.release_user, self._user_file)
+                self._prepare(store, fields, meta_kwargs)
+        # every rank raises, none waits for rank 0 at the barrier
+        broadcast_object_list(refused)
+        if refused[0] is not None:
+            raise E2ECacheError(refused[0])
         barrier()
         meta = store.read_meta()
 
@@ -176,6 +196,15 @@ class E2ECacheHook(Hook):
                 logger='current')
         barrier()
         self._restart_train_dataloader(runner)
+
+    def after_run(self, runner) -> None:
+        """Stop using the cache: another E2E learner may rebuild it now."""
+        self._release_user()
+
+    def _release_user(self) -> None:
+        if self._user_file is not None:
+            E2ECacheStore.release_user(self._user_file)
+            self._user_file = None
 
     # ------------------------------------------------------------------
     # configuration
