@@ -4,8 +4,12 @@ import json
 import re
 import sys
 
+import cv2
+import numpy as np
 from mmengine.config import Config
 
+from mmseg_resensemble.datasets import (SyntheticShapesDataset,
+                                        generate_shapes_dataset)
 from tests.test_tools.test_train_test_tools import run
 
 SHAPES = ('configs/resensemble/'
@@ -75,3 +79,69 @@ def test_bench_e2e_cache_sizes(tmp_path):
     row = r' .* [0-9,]+ +[0-9]+ +[0-9.]+ (KiB|MiB|GiB)$'
     for name in ('CamVid', 'Cityscapes', 'ADE20K'):
         assert re.search(f'^{name}{row}', out, re.MULTILINE), out
+
+
+def folder_dataset_root(root, classes):
+    """A data set in the shared folder layout: train/test, classes.txt."""
+    generate_shapes_dataset(str(root), dict(train=6, test=3), seed=2)
+    (root / 'classes.txt').write_text(''.join(f'{c}\n' for c in classes))
+    return root
+
+
+def test_bench_quality_folder_quick(tmp_path):
+    """--data-root on a folder it has never seen: every row of the
+    comparison runs and lands in the table and the JSON."""
+    root = folder_dataset_root(tmp_path / 'data',
+                               SyntheticShapesDataset.METAINFO['classes'])
+    out = run_script([
+        'tools/benchmarks/bench_quality.py', '--quick', '--data-root',
+        str(root), '--work-dir',
+        str(tmp_path / 'runs'), '--variants', 'resensemble', 'paper',
+        'refiner-ce', 'plain-ddpm', '--crop', '48', '64', '--out',
+        str(tmp_path / 'folder.json'), '--pretrained', 'none', '--cfg-options',
+        'model.decode_head.channels=16'
+    ])
+    results = json.load(open(tmp_path / 'folder.json'))
+    rows = {(r['variant'], r['sampler']) for r in results['runs']}
+    assert rows == {('resensemble', 'ddim-1'), ('paper', 'ddim-1'),
+                    ('paper', 'ddpm'), ('refiner-ce', 'ddim-1'),
+                    ('plain-ddpm', 'ddim-1'), ('e2e', '-'),
+                    ('e2e-longer', '-')}
+    assert all(0 <= r['mIoU'] <= 100 for r in results['runs'])
+    assert len(results['runs'][0]['IoU']) == 5
+    assert results['classes'] == list(
+        SyntheticShapesDataset.METAINFO['classes'])
+    for row in ('resensemble ddim-1', 'paper ddpm (1 img)', 'e2e-longer',
+                'E2E on those images'):
+        assert row in out, out[-3000:]
+    # each run is a plain MMSeg config file in its folder
+    cfg = Config.fromfile(
+        str(tmp_path / 'runs' / 'resensemble_seed0_'
+            'model.decode_head.channels=16' / 'config.py'))
+    assert cfg.model.decode_head.channels == 16
+    assert cfg.train_dataloader.dataset.type == 'BaseSegDataset'
+
+
+def test_bench_quality_folder_two_classes(tmp_path):
+    """A two-class set also reports the foreground IoU and Dice."""
+    root = tmp_path / 'data'
+    generate_shapes_dataset(str(root), dict(train=4, test=2), seed=3)
+    for label in root.glob('ann_dir/*/*.png'):
+        img = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(label), np.where(img == 255, 255, (img > 0) * 1))
+    (root / 'classes.txt').write_text('background\nobject\n')
+    out = run_script([
+        'tools/benchmarks/bench_quality.py', '--quick', '--data-root',
+        str(root), '--work-dir',
+        str(tmp_path / 'runs'), '--no-matched', '--crop', '48', '64',
+        '--pretrained', 'none', '--out',
+        str(tmp_path / 'two.json'), '--cfg-options',
+        'model.decode_head.channels=16'
+    ])
+    results = json.load(open(tmp_path / 'two.json'))
+    for row in results['runs']:
+        assert 0 <= row['Dice'] <= 100 and 0 <= row['fg_IoU'] <= 100
+        # Dice = 2 IoU / (1 + IoU)
+        iou = row['fg_IoU'] / 100
+        assert abs(row['Dice'] / 100 - 2 * iou / (1 + iou)) < 1e-6
+    assert 'Dice' in out

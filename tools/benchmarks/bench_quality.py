@@ -1,61 +1,92 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
-"""Does the ensemble beat its E2E learner? mIoU over seeds and samplers.
+"""Does the ensemble beat its E2E learner, and the cheaper alternatives?
 
-Trains the E2E learner once (seed 0), then each ResEnsemble variant for
-each seed on top of it, and scores every sampler setting on the test split
-together with the E2E learner alone. Runs whose final checkpoint exists in
-``--work-dir`` are reused. Prints mean ± std over seeds and writes JSON.
+Two modes.
 
-Variants (the ResEnsemble config of the data set, changed as named):
+**Any data set in MMSeg's folder layout** (``--data-root DIR``: ``img_dir/``
+and ``ann_dir/`` with ``train/`` and ``test/``, optionally ``val/``,
+one-channel index labels with 255 = ignore, ``classes.txt`` one name a
+line; suffixes found or given). The suite
 
-* ``cached-sample``: E2E outputs from the cache, εθ predicts x̄0
-  (``prediction_type='sample'``), the configs' default;
-* ``onthefly-sample``: E2E outputs computed on the augmented batch;
-* ``cached-epsilon``: the paper's ε-prediction;
-* ``cached-v``: v-prediction;
-* ``refiner-ce``: ablation, the same head trained deterministically with
-  cross-entropy on top of x̂0 (:class:`E2ERefinerHead`, no diffusion);
-* ``plain-ddpm``: ablation, a conditional DDPM that generates x0 itself
-  from the image features alone (no residual, no x̂0 input, no ensemble:
-  ``residual_target=False, condition_on_e2e=False``), SegDiff-style, with
-  the same head and training budget.
+1. trains the E2E learner, DeepLabV3+ on an ImageNet MobileNetV2 (output
+   stride 16, 128-channel decoder,
+   ``configs/_base_/models/deeplabv3plus_m-v2-d16.py``; random weights
+   when ``--pretrained`` is absent), ``--e2e-iters`` iterations on
+   ``train``;
+2. trains each ``--variants`` head on top of it, ``--iters`` iterations,
+   x̂0 from the E2E cache (built once, shared by all runs):
+
+   * ``resensemble``: the shipped recipe (x̄0-prediction);
+   * ``paper``: the paper's ε-prediction, scored with one DDIM step and
+     with Algorithm 2 over all T steps (``ddpm``) on ``--ddpm-images``
+     evenly spaced test images, beside the E2E learner on those images;
+   * ``refiner-ce``: the same network trained with cross-entropy on x̂0
+     (:class:`E2ERefinerHead`), no diffusion;
+   * ``plain-ddpm``: a conditional DDPM generating x0 from the features,
+     no residual, no x̂0 input, no ensemble;
+
+3. trains the E2E learner on for as long as the first variant's first
+   seed took (its E2E cache included), the compute-matched alternative
+   (``e2e-longer``: ``load_from`` the E2E learner, the same schedule over
+   the extra iterations);
+4. scores every run on ``test`` in one pass per run (the frozen features
+   computed once per image for all samplers) and prints and writes mIoU,
+   per-class IoU and, for two-class sets, the foreground IoU and Dice.
+
+Every run is an MMSeg config file in its folder (``WORK_DIR/<run>/
+config.py``); runs whose final checkpoint exists are reused.
+
+**The generated shapes set** (no ``--data-root``): the FCN E2E learner and
+the shapes configs; variants ``cached-sample`` (the configs' default),
+``onthefly-sample``, ``cached-epsilon``, ``cached-v``, ``refiner-ce``,
+``plain-ddpm``.
 
 Samplers: ``ddim-K`` (K DDIM steps), ``ddim-KxS`` (S samples averaged),
-``ddpm`` (Algorithm 2 over all T steps).
+``ddpm`` (Algorithm 2 over all T steps). ``--cfg-options`` changes every
+ResEnsemble config (not the E2E learner's), for example a smaller head;
+its runs get their own folders.
 
-``--cfg-options`` changes every ResEnsemble config (not the E2E learner's),
-for example a smaller head; its runs get their own folders, named after
-the options, so they are never mixed up with the default's.
+Examples (docs/benchmarks.md has the measured ones)::
 
-Example (the generated data set, as in docs/benchmarks.md)::
-
+    python tools/benchmarks/bench_quality.py --data-root data/camvid \\
+        --scale 480 360 --crop 180 240 --e2e-iters 1500 --iters 600 \\
+        --variants resensemble refiner-ce plain-ddpm paper \\
+        --seeds 0 1 2 --ablation-seeds 0 \\
+        --samplers ddim-1 ddim-2 ddim-4 ddim-10 ddim-1x4 \\
+        --work-dir work_dirs/bench_quality/camvid \\
+        --out work_dirs/bench_quality/camvid.json
     python tools/benchmarks/bench_quality.py --seeds 0 1 2 \\
         --variants cached-sample cached-epsilon onthefly-sample \\
         --ablation-seeds 0 --samplers ddim-1 ddim-4 ddim-10 ddim-4x4 \\
         --out work_dirs/bench_quality/shapes.json
-    # a head of 32 channels
-    python tools/benchmarks/bench_quality.py --seeds 0 1 2 \\
-        --samplers ddim-1 ddim-4 ddim-4x4 \\
-        --cfg-options model.decode_head.channels=32 \\
-        --out work_dirs/bench_quality/shapes_channels32.json
 """
 import argparse
+import contextlib
 import json
+import logging
+import math
 import os
 import os.path as osp
+import pprint
 import re
 import statistics
 import time
+from typing import Optional, Tuple
 
 import numpy as np
-from mmengine.config import DictAction
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
+from mmengine.runner import Runner, load_checkpoint
 
 import mmseg_resensemble  # noqa: F401
-from mmseg_resensemble.apis import (evaluate_learners, load_resensemble,
+from mmseg_resensemble.apis import (ConfusionCounter, evaluate_learners,
+                                    final_checkpoint, load_resensemble,
                                     load_run_config, train_or_reuse)
 from mmseg_resensemble.datasets import generate_shapes_dataset
+from mmseg_resensemble.datasets.folder_layout import (folder_dataset,
+                                                      inspect_folder)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -86,13 +117,39 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--dataset', default='shapes', choices=CONFIGS)
     parser.add_argument(
-        '--data-root', help='default: generate the shapes data set')
+        '--data-root',
+        help='a data set in MMSeg\'s folder layout (img_dir/, ann_dir/ with '
+        'train/ and test/, optionally val/, and classes.txt); default: '
+        'generate the shapes data set')
+    parser.add_argument('--img-suffix', help='default: found in the folder')
+    parser.add_argument(
+        '--seg-map-suffix', help='default: found in the folder')
+    parser.add_argument(
+        '--scale',
+        type=int,
+        nargs=2,
+        metavar=('W', 'H'),
+        help='--data-root: test images are resized to this (keeping their '
+        'aspect ratio); training rescales 0.5-2x around it. Default: the '
+        'images\' own size')
+    parser.add_argument(
+        '--crop',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
+        help='--data-root: training crop (default: the image size)')
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument(
+        '--pretrained',
+        default=PRETRAINED,
+        help='--data-root: torchvision ImageNet MobileNetV2 weights for the '
+        'E2E learner (converted once); "none" for random weights')
     parser.add_argument('--work-dir', default='work_dirs/bench_quality')
     parser.add_argument(
         '--variants',
         nargs='+',
-        default=['cached-sample'],
-        choices=sorted(VARIANTS))
+        help='shapes: ' + ', '.join(sorted(VARIANTS)) + '; --data-root: ' +
+        ', '.join(FOLDER_VARIANTS))
     parser.add_argument(
         '--seeds',
         type=int,
@@ -105,9 +162,29 @@ def parse_args():
         nargs='+',
         help='seeds of the other variants (default: --seeds)')
     parser.add_argument(
-        '--samplers', nargs='+', default=['ddim-1', 'ddim-4', 'ddim-4x4'])
+        '--samplers',
+        nargs='+',
+        default=['ddim-1', 'ddim-4', 'ddim-4x4'],
+        help='of the first variant')
+    parser.add_argument(
+        '--ablation-samplers',
+        nargs='+',
+        default=['ddim-1'],
+        help='--data-root: of the other variants ("paper" always adds '
+        'ddpm)')
+    parser.add_argument(
+        '--ddpm-images',
+        type=int,
+        default=24,
+        help='--data-root: the ddpm sampler (all T steps) is scored on this '
+        'many test images, evenly spaced')
+    parser.add_argument(
+        '--no-matched',
+        dest='matched',
+        action='store_false',
+        help='--data-root: skip the compute-matched E2E learner')
     parser.add_argument('--e2e-iters', type=int)
-    parser.add_argument('--res-iters', type=int)
+    parser.add_argument('--iters', '--res-iters', dest='res_iters', type=int)
     parser.add_argument('--out', help='JSON results')
     parser.add_argument(
         '--cfg-options',
@@ -119,12 +196,29 @@ def parse_args():
     parser.add_argument(
         '--quick',
         action='store_true',
-        help='smoke run: tiny data, 4 training iterations, seed 0, ddim-1')
+        help='smoke run: 4 training iterations, seed 0, ddim-1 (and tiny '
+        'data for the shapes set)')
     args = parser.parse_args()
+    if args.variants is None:
+        args.variants = ['resensemble'
+                         ] if args.data_root else ['cached-sample']
+    known = FOLDER_VARIANTS if args.data_root else VARIANTS
+    for variant in args.variants:
+        if variant not in known:
+            parser.error(f'--variants {variant!r} is not one of '
+                         f'{sorted(known)}')
+    if args.data_root:
+        args.e2e_iters = args.e2e_iters or 1000
+        args.res_iters = args.res_iters or 1000
     if args.quick:
         args.e2e_iters = args.res_iters = 4
         args.seeds, args.ablation_seeds = [0], [0]
-        args.samplers = ['ddim-1']
+        args.samplers = args.ablation_samplers = ['ddim-1']
+        args.ddpm_images = 1
+        args.batch_size = 2
+    args.iters = args.res_iters
+    for name in args.samplers + args.ablation_samplers:
+        sampler_cfg(name)  # fail early on a typo
     return args
 
 
@@ -155,12 +249,13 @@ def mean_std(values):
 def main():
     args = parse_args()
     init_default_scope('mmseg')
-    for name in args.samplers:
-        sampler_cfg(name)  # fail early on a typo
+    if args.data_root:
+        run_folder_suite(args)
+        return
     paths = CONFIGS[args.dataset]
     work_dir = osp.abspath(args.work_dir)
     splits = dict(train=8, val=4) if args.quick else dict(train=200, val=50)
-    data_root = args.data_root or generate_shapes_dataset(
+    data_root = generate_shapes_dataset(
         osp.join(work_dir, 'data', 'shapes'), splits, seed=0)
     e2e_cfg = load_run_config(
         osp.join(ROOT, paths['e2e']),
@@ -233,6 +328,464 @@ def main():
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=2)
+
+
+# ----------------------------------------------------------------------
+# any data set in MMSeg's folder layout (--data-root)
+# ----------------------------------------------------------------------
+E2E_MODEL = 'configs/_base_/models/deeplabv3plus_m-v2-d16.py'
+E2E_SCHEDULE = 'configs/_base_/schedules/schedule_1k.py'
+RES_BASES = ('configs/_base_/models/resensemble_residual-diffusion.py',
+             'configs/_base_/resensemble_runtime.py',
+             'configs/_base_/schedules/resensemble_adamw_1k.py')
+PRETRAINED = osp.join(
+    osp.dirname(ROOT), 'shared', 'weights', 'mobilenet_v2-b0353104.pth')
+# the ResEnsemble head variants: changes of the shipped head, and
+
+FOLDER_VARIANTS = {
+    'resensemble': dict(),
+    'paper': dict(prediction_type='epsilon'),
+    'refiner-ce': dict(type='E2ERefinerHead'),
+    'plain-ddpm': dict(residual_target=False, condition_on_e2e=False),
+}
+
+
+def write_config(path: str, bases, **variables) -> Config:
+    """Write a config file inheriting ``bases`` and load it.
+
+    Each run of the suite is a plain MMSeg config file in its folder, so
+    ``tools/train.py``/``tools/test.py`` rerun it as it is.
+    """
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    lines = [
+        '# written by tools/benchmarks/bench_quality.py --data-root',
+        f'_base_ = {pprint.pformat(list(bases))}'
+    ]
+    lines += [f'{k} = {pprint.pformat(v)}' for k, v in variables.items()]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return Config.fromfile(path)
+
+
+def folder_pipelines(args, layout, num_classes, cache_dir=None):
+    """Train and test pipelines of the folder data set.
+
+    The test images are resized to ``--scale`` (default: their own size);
+    training crops of ``--crop`` come from images rescaled by 0.5-2x
+    around it. With ``cache_dir`` the E2E outputs come from the cache and
+    move with the labels; the photometric distortion, which the cached x̂0
+    never saw, is left out.
+    """
+    scale = tuple(args.scale or layout.image_size[::-1])  # (w, h)
+    crop = tuple(args.crop or layout.image_size)  # (h, w)
+    train = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations'),
+        dict(type='CheckImageAndLabel', num_classes=num_classes),
+    ]
+    if cache_dir is not None:
+        train.append(dict(type='LoadE2ECache', cache_dir=cache_dir))
+    train += [
+        dict(
+            type='RandomResize',
+            scale=scale,
+            ratio_range=(0.5, 2.0),
+            keep_ratio=True),
+        dict(type='RandomCrop', crop_size=crop, cat_max_ratio=0.75),
+        dict(type='RandomFlip', prob=0.5),
+    ]
+    if cache_dir is None:
+        train += [
+            dict(type='PhotoMetricDistortion'),
+            dict(type='PackSegInputs')
+        ]
+    else:
+        train.append(dict(type='PackResEnsembleInputs'))
+    test = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=scale, keep_ratio=True),
+        dict(type='LoadAnnotations'),
+        dict(type='PackSegInputs')
+    ]
+    return train, test, crop
+
+
+def folder_data(args, layout, train_pipeline, test_pipeline, ann_file=None):
+    """Data loaders: ``train`` (or the samples of ``ann_file``), ``test``.
+
+    No validation during training: every run is scored once on the test
+    split afterwards.
+    """
+    return dict(
+        train_dataloader=dict(
+            batch_size=args.batch_size,
+            num_workers=1,
+            persistent_workers=False,
+            sampler=dict(type='InfiniteSampler', shuffle=True),
+            dataset=folder_dataset(layout, 'train', train_pipeline, ann_file)),
+        test_dataloader=dict(
+            batch_size=1,
+            num_workers=1,
+            persistent_workers=False,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            dataset=folder_dataset(layout, 'test', test_pipeline)),
+        val_dataloader=None,
+        val_cfg=None,
+        val_evaluator=None,
+        test_evaluator=dict(type='IoUMetric', iou_metrics=['mIoU']))
+
+
+def schedule(iters: int, seed: int, extra_schedulers=()) -> dict:
+    return dict(
+        train_cfg=dict(
+            type='IterBasedTrainLoop', max_iters=iters, val_interval=iters),
+        default_hooks=dict(
+            checkpoint=dict(interval=iters),
+            logger=dict(interval=max(1, min(50, iters // 4)))),
+        randomness=dict(seed=seed),
+        launcher='none')
+
+
+def e2e_config(args,
+               layout,
+               work_dir,
+               iters,
+               seed=0,
+               load_from=None,
+               ann_file=None) -> Config:
+    """The E2E learner (DeepLabV3+ MobileNetV2, output stride 16)."""
+    k = len(layout.classes)
+    train, test, crop = folder_pipelines(args, layout, k)
+    pretrained = converted_pretrained(args)
+    backbone = dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained)
+                    ) if pretrained else dict(init_cfg=None)
+    cfg = write_config(
+        osp.join(work_dir, 'config.py'), [
+            osp.join(ROOT, E2E_MODEL), 'mmseg::_base_/default_runtime.py',
+            osp.join(ROOT, E2E_SCHEDULE)
+        ],
+        custom_imports=dict(
+            imports=['mmseg_resensemble'], allow_failed_imports=False),
+        model=dict(
+            data_preprocessor=dict(size=crop),
+            backbone=backbone,
+            decode_head=dict(num_classes=k),
+            auxiliary_head=dict(num_classes=k)),
+        **folder_data(args, layout, train, test, ann_file),
+        param_scheduler=[
+            dict(
+                type='PolyLR',
+                eta_min=1e-4,
+                power=0.9,
+                begin=0,
+                end=iters,
+                by_epoch=False)
+        ],
+        load_from=load_from,
+        work_dir=work_dir,
+        **schedule(iters, seed))
+    return cfg
+
+
+def resensemble_config(args, layout, work_dir, e2e_cfg_file, e2e_ckpt, variant,
+                       seed, cache_dir) -> Config:
+    """The shipped ResEnsemble recipe on the folder, ``variant`` applied."""
+    k = len(layout.classes)
+    train, test, _ = folder_pipelines(args, layout, k, cache_dir)
+    head = dict(
+        # the E2E backbone's stride-4 (24 channels) and stride-16 (320)
+        # features
+        in_channels=[24, 320],
+        in_index=(0, 3),
+        num_classes=k)
+    head.update(FOLDER_VARIANTS[variant])
+    cfg = write_config(
+        osp.join(work_dir, 'config.py'),
+        [osp.join(ROOT, b) for b in RES_BASES],
+        model=dict(
+            e2e=e2e_cfg_file, e2e_checkpoint=e2e_ckpt, decode_head=head),
+        custom_hooks=[
+            dict(type='ResEnsembleSanityCheckHook'),
+            dict(type='E2ECacheHook', cache_dir=cache_dir),
+            dict(type='NonFiniteLossHook'),
+            dict(type='RandomStateHook'),
+        ],
+        **folder_data(args, layout, train, test),
+        param_scheduler=[
+            dict(
+                type='PolyLR',
+                eta_min=1e-5,
+                power=0.9,
+                begin=0,
+                end=args.iters,
+                by_epoch=False)
+        ],
+        work_dir=work_dir,
+        **schedule(args.iters, seed))
+    cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def converted_pretrained(args) -> Optional[str]:
+    """ImageNet MobileNetV2 weights in MMSeg's layout, when at hand."""
+    if args.pretrained in (None, 'none'):
+        return None
+    if not osp.isfile(args.pretrained):
+        print_log(
+            f'no ImageNet weights at {args.pretrained}: the E2E '
+            'learner starts from random weights', 'current', logging.WARNING)
+        return None
+    dst = osp.join(
+        osp.abspath(args.work_dir), 'pretrained', 'mobilenet_v2_mmseg.pth')
+    if not osp.isfile(dst):
+        from mmengine.runner import CheckpointLoader
+
+        from mmseg_resensemble.utils.mobilenetv2_converter import \
+            convert_mobilenetv2
+        ckpt = CheckpointLoader.load_checkpoint(
+            args.pretrained, map_location='cpu')
+        os.makedirs(osp.dirname(dst), exist_ok=True)
+        torch.save(convert_mobilenetv2(ckpt.get('state_dict', ckpt)), dst)
+    return dst
+
+
+def timed_train(cfg: Config) -> Tuple[str, float]:
+    """Train (or reuse) a run; its training seconds, stored beside it."""
+    stamp = osp.join(cfg.work_dir, 'train_seconds.json')
+    ckpt = final_checkpoint(cfg)
+    if osp.isfile(ckpt) and osp.isfile(stamp):
+        print_log(f'reusing {ckpt}', 'current')
+        with open(stamp) as f:
+            return ckpt, json.load(f)['seconds']
+    start = time.perf_counter()
+    _, cache = train_or_reuse(cfg)
+    seconds = time.perf_counter() - start
+    with open(stamp, 'w') as f:
+        json.dump(dict(seconds=seconds, cache=cache), f)
+    return ckpt, seconds
+
+
+@contextlib.contextmanager
+def features_once(model):
+    """Compute the frozen E2E features of an input once, for every
+    sampler scored on it."""
+    e2e = model.e2e
+    original = e2e.extract_feat
+    memo = {}
+
+    def extract_feat(inputs):
+        key = (inputs.data_ptr(), tuple(inputs.shape), inputs.stride())
+        if key not in memo:
+            memo.clear()
+            memo[key] = original(inputs)
+        return memo[key]
+
+    e2e.extract_feat = extract_feat
+    try:
+        yield
+    finally:
+        del e2e.extract_feat
+
+
+def score_run(model, loader, num_classes, samplers, subset):
+    """One pass over the test split scoring every sampler of a run.
+
+    Args:
+        model: A ResEnsemble model or a plain MMSeg segmentor.
+        loader: The test loader (batch size 1).
+        num_classes (int): K.
+        samplers (list[str]): Sampler names (``sampler_cfg``); empty for a
+            plain segmentor.
+        subset (set[int]): Indices of the test images the 'ddpm' sampler
+            (all T steps) is scored on.
+
+    Returns:
+        dict[str, ConfusionCounter-like]: counts per name: 'e2e' (the E2E
+        learner alone), each sampler, and 'e2e@subset'.
+    """
+    counter = ConfusionCounter(num_classes)
+    is_ensemble = hasattr(model, 'decode_head') and samplers
+    model.eval()
+    with torch.no_grad(), (features_once(model)
+                           if is_ensemble else contextlib.nullcontext()):
+        for index, batch in enumerate(loader):
+            data = model.data_preprocessor(batch, False)
+            inputs, samples = data['inputs'], data['data_samples']
+            label = samples[0].gt_sem_seg.data
+            if not is_ensemble:
+                result = model.predict(inputs, samples)[0]
+                counter.add('e2e', result.pred_sem_seg.data, label)
+                continue
+            for n, name in enumerate(samplers):
+                if name == 'ddpm' and index not in subset:
+                    continue
+                model.test_cfg.update(sampler_cfg(name))
+                result = model.predict(inputs, samples)[0]
+                counter.add(name, result.pred_sem_seg.data, label)
+                if n == 0:
+                    counter.add('e2e', result.e2e_pred_sem_seg.data, label)
+                if name == 'ddpm':
+                    counter.add('e2e@subset', result.e2e_pred_sem_seg.data,
+                                label)
+    return counter
+
+
+def scores(counter, name, num_classes) -> dict:
+    """mIoU and per-class IoU (%, NaN: class absent); for two classes also
+    the foreground (class 1) IoU and Dice."""
+    iou = counter.iou(name)
+    out = dict(mIoU=float(np.nanmean(iou)), IoU=iou.tolist())
+    if num_classes == 2:
+        inter = float(counter.intersect[name][1])
+        union = float(counter.union[name][1])
+        out['fg_IoU'] = 100 * inter / max(union, 1)
+        out['Dice'] = 100 * 2 * inter / max(union + inter, 1)
+    return out
+
+
+def run_folder_suite(args):
+    """The whole comparison on ``--data-root``; see the module docstring."""
+    layout = inspect_folder(args.data_root, args.img_suffix,
+                            args.seg_map_suffix)
+    k = len(layout.classes)
+    work_dir = osp.abspath(args.work_dir)
+    e2e_dir = osp.join(work_dir, 'e2e')
+    cfg = e2e_config(args, layout, e2e_dir, args.e2e_iters)
+    e2e_ckpt, e2e_seconds = timed_train(cfg)
+    e2e_cfg_file = osp.join(e2e_dir, 'config.py')
+    loader = Runner.build_dataloader(cfg.test_dataloader)
+    num_test = len(loader.dataset)
+    step = max(1, num_test // args.ddpm_images)
+    subset = set(range(0, num_test, step)[:args.ddpm_images])
+    results = dict(
+        data_root=osp.abspath(args.data_root),
+        date=time.strftime('%Y-%m-%d %H:%M %Z'),
+        classes=layout.classes,
+        scale=list(args.scale or layout.image_size[::-1]),
+        crop=list(args.crop or layout.image_size),
+        e2e_iters=args.e2e_iters,
+        iters=args.iters,
+        batch_size=args.batch_size,
+        e2e_train_seconds=e2e_seconds,
+        cfg_options=args.cfg_options,
+        ddpm_images=sorted(subset),
+        runs=[])
+
+    def record(variant, seed, name, counter, counter_name, train_seconds,
+               **extra):
+        run = dict(
+            variant=variant,
+            seed=seed,
+            sampler=name,
+            train_seconds=train_seconds,
+            **scores(counter, counter_name, k),
+            **extra)
+        results['runs'].append(run)
+        print(
+            f'{variant} seed {seed} {name}: mIoU {run["mIoU"]:.2f}',
+            flush=True)
+
+    e2e_counter = None
+    head_seconds = None
+    shared_cache = osp.join(work_dir, 'e2e_cache')
+    for index, variant in enumerate(args.variants):
+        seeds = args.seeds if index == 0 else (args.ablation_seeds
+                                               or args.seeds)
+        samplers = args.samplers if index == 0 else args.ablation_samplers
+        if variant == 'paper':
+            samplers = ['ddim-1', 'ddpm']
+        cache_dir = shared_cache
+        for seed in seeds:
+            run_dir = osp.join(
+                work_dir,
+                f'{variant}_seed{seed}{run_suffix(args.cfg_options)}')
+            rcfg = resensemble_config(args, layout, run_dir, e2e_cfg_file,
+                                      e2e_ckpt, variant, seed, cache_dir)
+            ckpt, seconds = timed_train(rcfg)
+            if head_seconds is None:
+                head_seconds = seconds
+            model = load_resensemble(rcfg, ckpt)
+            counter = score_run(model, loader, k, samplers, subset)
+            e2e_counter = counter
+            for name in samplers:
+                extra = {}
+                if name == 'ddpm':
+                    extra = dict(
+                        images=len(subset),
+                        e2e_on_images=scores(counter, 'e2e@subset', k))
+                record(variant, seed, name, counter, name, seconds, **extra)
+    if e2e_counter is None:  # no variant: the E2E learner alone
+        e2e_counter = score_run(
+            load_plain(cfg, e2e_ckpt), loader, k, [], subset)
+    record('e2e', 0, '-', e2e_counter, 'e2e', e2e_seconds)
+
+    if args.matched and head_seconds is not None:
+        # the skeptic's alternative: the E2E learner trained on for as long
+        # as the first variant's head trained
+        per_iter = e2e_seconds / args.e2e_iters
+        extra_iters = max(1, math.ceil(head_seconds / per_iter))
+        mcfg = e2e_config(
+            args,
+            layout,
+            osp.join(work_dir, f'e2e-longer_{extra_iters}'),
+            extra_iters,
+            load_from=e2e_ckpt)
+        mckpt, mseconds = timed_train(mcfg)
+        counter = score_run(load_plain(mcfg, mckpt), loader, k, [], subset)
+        record(
+            'e2e-longer',
+            0,
+            '-',
+            counter,
+            'e2e',
+            mseconds,
+            extra_iters=extra_iters)
+    print_folder_tables(results, args)
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(results, f, indent=2)
+
+
+def load_plain(cfg: Config, ckpt: str):
+    """A trained MMSeg segmentor in eval mode."""
+    from mmseg.registry import MODELS
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone.init_cfg = None
+    model = MODELS.build(model_cfg)
+    load_checkpoint(model, ckpt, map_location='cpu', logger='current')
+    return model.eval()
+
+
+def print_folder_tables(results, args):
+    """mIoU (mean ± std over seeds) per variant and sampler, then per-class
+    IoU of the E2E learner and the first variant."""
+    binary = len(results['classes']) == 2
+    keys = ['mIoU'] + (['fg_IoU', 'Dice'] if binary else [])
+    groups = {}
+    for run in results['runs']:
+        groups.setdefault((run['variant'], run['sampler']), []).append(run)
+    header = f'{"":32s}' + ''.join(f'{k:>18s}' for k in keys) + '  seeds'
+    print('\n' + header)
+    for (variant, sampler), runs in groups.items():
+        label = variant if sampler == '-' else f'{variant} {sampler}'
+        if sampler == 'ddpm':
+            label += f' ({runs[0]["images"]} img)'
+        row = ''.join(f'{mean_std([r[k] for r in runs]):>18s}' for k in keys)
+        print(f'{label:32s}{row}  {len(runs)}')
+        if sampler == 'ddpm':
+            e2e = runs[0]['e2e_on_images']
+            row = ''.join(f'{e2e[k]:18.2f}' for k in keys)
+            print(f'{"  E2E on those images":32s}{row}')
+    first = [
+        r for r in results['runs']
+        if (r['variant'], r['sampler']) == next(iter(groups))
+    ]
+    e2e = [r for r in results['runs'] if r['variant'] == 'e2e'][0]
+    print(f'\n{"class":20s}{"E2E":>10s}{first[0]["variant"]:>16s}')
+    for i, name in enumerate(results['classes']):
+        mean = np.nanmean([r['IoU'][i] for r in first])
+        print(f'{name:20s}{e2e["IoU"][i]:10.2f}{mean:16.2f}')
 
 
 if __name__ == '__main__':
