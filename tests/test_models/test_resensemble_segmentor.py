@@ -313,5 +313,12 @@ def test_auto_in_channels():
     assert model.decode_head.in_channels == 8 + 80
     data = model.data_preprocessor(make_batch(), True)
     assert torch.isfinite(model(**data, mode='loss')['decode.loss_noise'])
+    # one level without an input transform: BaseDecodeHead's ints
+    model = build_model(
+        decode_head=head_cfg(
+            in_channels='auto', in_index=2, input_transform=None))
+    assert model.decode_head.in_index == 2
+    assert model.decode_head.in_channels == 24
+    assert torch.isfinite(model(**data, mode='loss')['decode.loss_noise'])
     with pytest.raises(ValueError, match=r'in_index=\(1, 4\) is out of range'):
         build_model(decode_head=head_cfg(in_channels='auto', in_index=(1, 4)))

@@ -222,7 +222,9 @@ def resolve_in_channels(head_cfg: ConfigDict, e2e: nn.Module) -> ConfigDict:
 
     Returns:
         ConfigDict: A copy of ``head_cfg`` with ``in_channels`` and
-        ``in_index`` set (lists, for ``input_transform='resize_concat'``).
+        ``in_index`` set: lists, or ints for one level and
+        ``input_transform=None`` (which several levels turn into
+        'resize_concat').
     """
     head_cfg = ConfigDict(copy.deepcopy(head_cfg))
     probe = torch.zeros(1, 3, *AUTO_PROBE_SIZE)
@@ -243,8 +245,12 @@ def resolve_in_channels(head_cfg: ConfigDict, e2e: nn.Module) -> ConfigDict:
             raise ValueError(
                 f'in_index={tuple(index)} is out of range: the E2E learner '
                 f'has {len(shapes)} feature levels of (C, h, w) {shapes}')
+    if head_cfg.get('input_transform') is None:
+        if len(index) == 1:  # BaseDecodeHead's single level
+            head_cfg.in_index = index[0]
+            head_cfg.in_channels = shapes[index[0]][0]
+            return head_cfg
+        head_cfg.input_transform = 'resize_concat'
     head_cfg.in_index = index
     head_cfg.in_channels = [shapes[i][0] for i in index]
-    if head_cfg.get('input_transform') is None and len(index) > 1:
-        head_cfg.input_transform = 'resize_concat'
     return head_cfg

@@ -390,7 +390,8 @@ class ResEnsembleSegmentor(BaseSegmentor):
 
         As ``EncoderDecoder.slide_inference``: a crop larger than the image
         is clipped to the image, and each crop's metainfo has the crop's
-        ``img_shape`` (a ``torch.Size``).
+        ``img_shape`` (a ``torch.Size``), and its ``pad_shape`` too (which
+        ``Mask2FormerHead`` reads).
 
         Args:
             inputs (Tensor): (N, 3, H, W).
@@ -416,7 +417,10 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
                 crop_img = inputs[:, :, y1:y2, x1:x2]
                 crop_metas = [
-                    dict(meta, img_shape=crop_img.shape[2:])
+                    dict(
+                        meta,
+                        img_shape=crop_img.shape[2:],
+                        pad_shape=crop_img.shape[2:])
                     for meta in batch_img_metas
                 ]
                 crop = maps_fn(crop_img, crop_metas)
