@@ -569,3 +569,26 @@ def test_training_with_a_real_runner(tmp_path, data_root, ckpt):
     for probs_shape, img_shape in probe.shapes:
         assert probs_shape == img_shape
     assert probe.e2e_calls == 0  # x̂0 came from the cache
+
+
+def test_entries_are_the_segmentors_e2e_probs(tmp_path, data_root, ckpt, logs):
+    """The cache stores what ResEnsembleSegmentor.e2e_probs gives (the x̂0
+    of training on the fly), area-averaged to the finest feature level."""
+    model, dataset = build(ckpt, data_root)
+    outputs = []
+    original = model.e2e_probs
+
+    def recorded(*args, **kwargs):
+        outputs.append(original(*args, **kwargs))
+        return outputs[-1]
+
+    model.e2e_probs = recorded
+    hook = E2ECacheHook()
+    hook.before_train(mock_runner(tmp_path, model, dataset))
+    assert len(outputs) == 6  # one call per image
+    store = E2ECacheStore(osp.join(str(tmp_path), 'e2e_cache'))
+    meta = store.read_meta()
+    first = sorted(dataset.get_data_info(i)['img_path'] for i in range(6))[0]
+    cached, _ = store.read_entry(store.key_for(first, data_root), meta=meta)
+    expected = F.avg_pool2d(outputs[0], 4)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(cached / 255., expected, atol=0.5 / 255 + 1e-6)
