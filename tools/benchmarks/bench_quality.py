@@ -681,8 +681,11 @@ def run_folder_suite(args):
             **scores(counter, counter_name, k),
             **extra)
         results['runs'].append(run)
+        e2e = ''
+        if counter_name != 'e2e' and 'e2e' in counter.union:
+            e2e = f' (E2E {scores(counter, "e2e", k)["mIoU"]:.2f})'
         print(
-            f'{variant} seed {seed} {name}: mIoU {run["mIoU"]:.2f}',
+            f'{variant} seed {seed} {name}: mIoU {run["mIoU"]:.2f}{e2e}',
             flush=True)
 
     e2e_counter = None
