@@ -4,7 +4,8 @@
 ``DIR/img_dir/{train,val,test}/NAME.<img_suffix>`` and
 ``DIR/ann_dir/{train,val,test}/NAME.<seg_map_suffix>`` (``val`` optional),
 one-channel index labels with 255 = ignore, and ``DIR/classes.txt`` with
-one class name a line, in label order.
+one class name a line, in label order (blank lines and lines starting
+with '#' are skipped).
 """
 import os
 import os.path as osp
@@ -83,7 +84,11 @@ def inspect_folder(data_root: str,
             f'{classes_file} does not exist: write the class names there, '
             'one a line, in label order')
     with open(classes_file) as f:
-        classes = [line.strip() for line in f if line.strip()]
+        # blank lines and '#' comments are not classes
+        classes = [
+            line.strip() for line in f
+            if line.strip() and not line.lstrip().startswith('#')
+        ]
     if len(classes) < 2:
         raise ValueError(f'{classes_file} names {len(classes)} class(es); '
                          'a segmentation data set needs at least 2')

@@ -13,7 +13,8 @@ from mmseg_resensemble.datasets.folder_layout import (folder_dataset,
 @pytest.fixture
 def root(tmp_path):
     generate_shapes_dataset(str(tmp_path), dict(train=3, test=2), seed=0)
-    (tmp_path / 'classes.txt').write_text('a\nb\nc\nd\ne\n')
+    # a comment and a blank line are not classes
+    (tmp_path / 'classes.txt').write_text('a\nb\nc\nd\n\ne\n# 255 = void\n')
     return tmp_path
 
 

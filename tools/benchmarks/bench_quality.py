@@ -138,6 +138,12 @@ def parse_args():
         nargs=2,
         metavar=('H', 'W'),
         help='--data-root: training crop (default: the image size)')
+    parser.add_argument(
+        '--slide',
+        action='store_true',
+        help='--data-root: the E2E learner (and so ResEnsemble) infers '
+        'over sliding windows of the crop size, with a stride of 2/3 of '
+        'it, rather than on the whole image')
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument(
         '--pretrained',
@@ -468,6 +474,12 @@ def e2e_config(args,
             imports=['mmseg_resensemble'], allow_failed_imports=False),
         model=dict(
             data_preprocessor=dict(size=crop),
+            test_cfg=dict(
+                mode='slide',
+                crop_size=crop,
+                stride=tuple(
+                    2 * c // 3
+                    for c in crop)) if args.slide else dict(mode='whole'),
             backbone=backbone,
             decode_head=dict(num_classes=k),
             auxiliary_head=dict(num_classes=k)),
@@ -567,8 +579,9 @@ def timed_train(cfg: Config) -> Tuple[str, float]:
 
 @contextlib.contextmanager
 def features_once(model):
-    """Compute the frozen E2E features of an input once, for every
-    sampler scored on it."""
+    """Compute the frozen E2E features of an input (or of each slide
+    window) once, for every sampler scored on it; yields the function
+    that forgets them (call it for each new batch)."""
     e2e = model.e2e
     original = e2e.extract_feat
     memo = {}
@@ -576,13 +589,12 @@ def features_once(model):
     def extract_feat(inputs):
         key = (inputs.data_ptr(), tuple(inputs.shape), inputs.stride())
         if key not in memo:
-            memo.clear()
             memo[key] = original(inputs)
         return memo[key]
 
     e2e.extract_feat = extract_feat
     try:
-        yield
+        yield memo.clear
     finally:
         del e2e.extract_feat
 
@@ -606,9 +618,10 @@ def score_run(model, loader, num_classes, samplers, subset):
     counter = ConfusionCounter(num_classes)
     is_ensemble = hasattr(model, 'decode_head') and samplers
     model.eval()
-    with torch.no_grad(), (features_once(model)
-                           if is_ensemble else contextlib.nullcontext()):
+    with torch.no_grad(), (features_once(model) if is_ensemble else
+                           contextlib.nullcontext(lambda: None)) as forget:
         for index, batch in enumerate(loader):
+            forget()
             data = model.data_preprocessor(batch, False)
             inputs, samples = data['inputs'], data['data_samples']
             label = samples[0].gt_sem_seg.data
@@ -663,6 +676,7 @@ def run_folder_suite(args):
         classes=layout.classes,
         scale=list(args.scale or layout.image_size[::-1]),
         crop=list(args.crop or layout.image_size),
+        test_mode='slide' if args.slide else 'whole',
         e2e_iters=args.e2e_iters,
         iters=args.iters,
         batch_size=args.batch_size,
