@@ -183,7 +183,7 @@ def parse_args():
         type=int,
         default=24,
         help='--data-root: the ddpm sampler (all T steps) is scored on this '
-        'many test images, evenly spaced')
+        'many test images, evenly spaced (0: not at all)')
     parser.add_argument(
         '--no-matched',
         dest='matched',
@@ -668,7 +668,7 @@ def run_folder_suite(args):
     e2e_cfg_file = osp.join(e2e_dir, 'config.py')
     loader = Runner.build_dataloader(cfg.test_dataloader)
     num_test = len(loader.dataset)
-    step = max(1, num_test // args.ddpm_images)
+    step = max(1, num_test // max(1, args.ddpm_images))
     subset = set(range(0, num_test, step)[:args.ddpm_images])
     results = dict(
         data_root=osp.abspath(args.data_root),
@@ -710,7 +710,8 @@ def run_folder_suite(args):
                                                or args.seeds)
         samplers = args.samplers if index == 0 else args.ablation_samplers
         if variant == 'paper':
-            samplers = ['ddim-1', 'ddpm']
+            # Algorithm 2 over all T steps, where test images are given
+            samplers = ['ddim-1'] + (['ddpm'] if subset else [])
         cache_dir = shared_cache
         for seed in seeds:
             run_dir = osp.join(
