@@ -372,17 +372,18 @@ def human(nbytes):
 
 
 def camvid_shape():
-    for root in (osp.join(REPO, '..', 'shared', 'data',
-                          'camvid'), '/work/shared/data/camvid'):
-        folder = osp.join(root, 'img_dir', 'train')
-        if osp.isdir(folder):
-            shapes = {
-                cv2.imread(osp.join(folder, n)).shape[:2]
-                for n in sorted(os.listdir(folder))[:20]
-            }
-            if len(shapes) == 1:
-                return shapes.pop(), f'read from {osp.abspath(folder)}'
-            return max(shapes), f'largest of {sorted(shapes)}'
+    """CamVid's image size, read from ``../shared/data/camvid`` when the
+    data set is there."""
+    folder = osp.join(REPO, '..', 'shared', 'data', 'camvid', 'img_dir',
+                      'train')
+    if osp.isdir(folder):
+        shapes = {
+            cv2.imread(osp.join(folder, n)).shape[:2]
+            for n in sorted(os.listdir(folder))[:20]
+        }
+        if len(shapes) == 1:
+            return shapes.pop(), f'read from {osp.abspath(folder)}'
+        return max(shapes), f'largest of {sorted(shapes)}'
     return (360, 480), 'SegNet CamVid size (data set not found)'
 
 
