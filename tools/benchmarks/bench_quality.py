@@ -441,8 +441,19 @@ def folder_data(args, layout, train_pipeline, test_pipeline, ann_file=None):
         test_evaluator=dict(type='IoUMetric', iou_metrics=['mIoU']))
 
 
-def schedule(iters: int, seed: int, extra_schedulers=()) -> dict:
+def schedule(iters: int, seed: int, eta_min: float) -> dict:
+    """A run of ``iters`` iterations: PolyLR down to ``eta_min`` (as the
+    config's schedule base), one checkpoint at the end, ``seed``."""
     return dict(
+        param_scheduler=[
+            dict(
+                type='PolyLR',
+                eta_min=eta_min,
+                power=0.9,
+                begin=0,
+                end=iters,
+                by_epoch=False)
+        ],
         train_cfg=dict(
             type='IterBasedTrainLoop', max_iters=iters, val_interval=iters),
         default_hooks=dict(
@@ -484,18 +495,9 @@ def e2e_config(args,
             decode_head=dict(num_classes=k),
             auxiliary_head=dict(num_classes=k)),
         **folder_data(args, layout, train, test, ann_file),
-        param_scheduler=[
-            dict(
-                type='PolyLR',
-                eta_min=1e-4,
-                power=0.9,
-                begin=0,
-                end=iters,
-                by_epoch=False)
-        ],
         load_from=load_from,
         work_dir=work_dir,
-        **schedule(iters, seed))
+        **schedule(iters, seed, eta_min=1e-4))
     return cfg
 
 
@@ -523,17 +525,8 @@ def resensemble_config(args, layout, work_dir, e2e_cfg_file, e2e_ckpt, variant,
             dict(type='RandomStateHook'),
         ],
         **folder_data(args, layout, train, test),
-        param_scheduler=[
-            dict(
-                type='PolyLR',
-                eta_min=1e-5,
-                power=0.9,
-                begin=0,
-                end=args.iters,
-                by_epoch=False)
-        ],
         work_dir=work_dir,
-        **schedule(args.iters, seed))
+        **schedule(args.iters, seed, eta_min=1e-5))
     cfg.merge_from_dict(args.cfg_options)
     return cfg
 
