@@ -359,13 +359,17 @@ class GaussianDiffusion:
                       sampler: str,
                       num_steps: Optional[int] = None,
                       *,
+                      start_step: Optional[int] = None,
                       prefix: str = '') -> int:
-        """Raise ``ValueError`` naming a bad ``sampler`` or ``num_steps``.
+        """Raise ``ValueError`` naming a bad ``sampler``, ``num_steps`` or
+        ``start_step``.
 
         Args:
             sampler (str): One of :data:`SAMPLERS`.
-            num_steps (int, optional): ``1 <= K <= T``; None means all T
-                steps, the only choice for 'ddpm'.
+            num_steps (int, optional): ``1 <= K <= T'``; None means all
+                ``T'`` steps, the only choice for 'ddpm'.
+            start_step (int, optional): ``T'``, the (1-based) step the
+                reverse process starts at, ``1 <= T' <= T``; None means T.
             prefix (str): Put before the option names in the messages,
                 e.g. ``'test_cfg.'``.
 
@@ -376,29 +380,42 @@ class GaussianDiffusion:
             raise ValueError(f'{prefix}sampler={sampler!r} is not one of '
                              f'{list(SAMPLERS)}')
         T = self.num_timesteps
-        K = T if num_steps is None else num_steps
-        self.timesteps(K)  # raises unless K is an integer in [1, T]
-        if sampler == 'ddpm' and K != T:
+        if start_step is not None and (isinstance(
+                start_step, bool) or not isinstance(start_step,
+                                                    (int, np.integer))
+                                       or not 1 <= start_step <= T):
+            raise ValueError(f'{prefix}start_step must be None or an integer '
+                             f'in [1, {T}], got {start_step!r}')
+        start = T if start_step is None else int(start_step)
+        K = start if num_steps is None else num_steps
+        # raises unless K is an integer in [1, T']
+        self.timesteps(K, start_step=start)
+        if sampler == 'ddpm' and K != start:
             raise ValueError(
-                f"{prefix}sampler='ddpm' runs all {T} steps "
+                f"{prefix}sampler='ddpm' runs all {start} steps "
                 f'({prefix}num_steps=None), got {prefix}num_steps={K}; use '
                 f"{prefix}sampler='ddim' for fewer")
         return K
 
-    def timesteps(self, num_steps: int) -> torch.Tensor:
+    def timesteps(self,
+                  num_steps: int,
+                  start_step: Optional[int] = None) -> torch.Tensor:
         """Descending 0-based steps of a ``num_steps``-step sampler.
 
-        Trailing even spacing ``t_k = round(k * T / K) - 1`` for
-        ``k = 1, ..., K`` (half rounded up), so ``K = 1`` gives ``[T - 1]``
-        and ``K = T`` gives ``T - 1, ..., 0``.
+        Trailing even spacing ``t_k = round(k * T' / K) - 1`` for
+        ``k = 1, ..., K`` (half rounded up), so ``K = 1`` gives ``[T' - 1]``
+        and ``K = T'`` gives ``T' - 1, ..., 0``. ``T'`` is ``start_step``
+        (a truncated reverse process) or ``T``.
 
         Args:
-            num_steps (int): ``K`` with ``1 <= K <= T``.
+            num_steps (int): ``K`` with ``1 <= K <= T'``.
+            start_step (int, optional): ``T'`` with ``1 <= T' <= T``;
+                None means ``T``.
 
         Returns:
             Tensor: LongTensor of shape ``(K,)``, strictly decreasing.
         """
-        T = self.num_timesteps
+        T = self.num_timesteps if start_step is None else int(start_step)
         if (isinstance(num_steps, bool)
                 or not isinstance(num_steps, (int, np.integer))
                 or not 1 <= num_steps <= T):
@@ -420,8 +437,14 @@ class GaussianDiffusion:
                noise: Optional[torch.Tensor] = None,
                device: Optional[torch.device] = None,
                dtype: torch.dtype = torch.float32,
-               clip_denoised: Optional[float] = None) -> torch.Tensor:
+               clip_denoised: Optional[float] = None,
+               start_step: Optional[int] = None) -> torch.Tensor:
         """Run the reverse process from ``x_T`` to ``x_0`` (Algorithm 2).
+
+        With ``start_step`` T' < T the process is truncated: it starts
+        from ``noise`` taken as ``x_T'`` (for instance an initial estimate
+        noised to step T' with :meth:`q_sample`, as DDPS and Resfusion
+        do) and runs K steps within ``T' - 1, ..., 0``.
 
         Runs under ``torch.no_grad()``. Randomness comes only from
         ``generator``: ``x_T`` is drawn first (unless ``noise`` is given),
@@ -440,8 +463,9 @@ class GaussianDiffusion:
                 ``T``. ``'ddpm'`` only supports ``T``.
             eta (float): DDIM stochasticity (>= 0); ignored by ``'ddpm'``.
             generator (torch.Generator, optional): Source of randomness.
-            noise (Tensor, optional): ``x_T`` of shape ``shape``; its device
-                and dtype override ``device`` and ``dtype``.
+            noise (Tensor, optional): ``x_T`` (``x_T'`` with ``start_step``)
+                of shape ``shape``; its device and dtype override ``device``
+                and ``dtype``. Required with ``start_step``.
             device (torch.device, optional): Target device; CPU if None.
             dtype (torch.dtype): Target dtype. Defaults to float32.
             clip_denoised (float, optional): If given, the ``x_0`` predicted
@@ -453,12 +477,17 @@ class GaussianDiffusion:
                 sqrt(alpha_bar_t)`` amplifies the error of ``eps`` by up to
                 ``1 / sqrt(alpha_bar_T)``. None (the default) is Algorithm 2
                 exactly.
+            start_step (int, optional): ``T'``, the 1-based step the reverse
+                process starts at (``noise`` is ``x_T'``); None means T.
 
         Returns:
             Tensor: ``x_0`` of shape ``shape``.
         """
-        K = self.check_sampler(sampler, num_steps)
-        ts = self.timesteps(K)
+        K = self.check_sampler(sampler, num_steps, start_step=start_step)
+        ts = self.timesteps(K, start_step=start_step)
+        if start_step is not None and noise is None:
+            raise ValueError('start_step needs noise: the sample x_T\' the '
+                             'truncated reverse process starts from')
         if eta < 0:
             raise ValueError(f'eta must be >= 0, got {eta!r}')
         if clip_denoised is not None and clip_denoised <= 0:

@@ -481,3 +481,54 @@ def test_check_sampler_returns_steps_and_names_the_options():
         d.check_sampler('ddpm', 5, prefix='test_cfg.')
     with pytest.raises(ValueError, match=r'\[1, 10\]'):
         d.check_sampler('ddim', 11)
+
+
+def test_truncated_timesteps_and_checks():
+    d = GaussianDiffusion(num_timesteps=1000)
+    assert d.timesteps(1, start_step=300).tolist() == [299]
+    assert d.timesteps(3, start_step=300).tolist() == [299, 199, 99]
+    assert d.timesteps(
+        300, start_step=300).tolist() == list(range(299, -1, -1))
+    assert d.check_sampler('ddpm', None, start_step=300) == 300
+    with pytest.raises(
+            ValueError, match=r'test_cfg\.start_step .*\[1, 1000\]'):
+        d.check_sampler('ddim', 1, start_step=1001, prefix='test_cfg.')
+    with pytest.raises(ValueError, match=r'start_step .*got 0'):
+        d.check_sampler('ddim', 1, start_step=0)
+    with pytest.raises(ValueError, match=r'\[1, 300\]'):
+        d.check_sampler('ddim', 301, start_step=300)
+    with pytest.raises(ValueError, match='runs all 300 steps'):
+        d.check_sampler('ddpm', 100, start_step=300)
+    with pytest.raises(ValueError, match='start_step needs noise'):
+        d.sample(
+            linear_eps_fn, SHAPE, sampler='ddim', num_steps=1, start_step=300)
+
+
+@pytest.mark.parametrize('sampler,num_steps', [('ddim', 1), ('ddim', 4),
+                                               ('ddpm', None)])
+def test_truncated_sample_starts_at_start_step(sampler, num_steps):
+    """The truncated process calls the network first at T' - 1, from the
+    given x_T', and with the oracle still ends at x0."""
+    d = GaussianDiffusion(num_timesteps=100)
+    x0 = torch.randn(SHAPE, generator=gen(1), dtype=torch.float64)
+    noise = torch.randn(SHAPE, generator=gen(2), dtype=torch.float64)
+    x_init = d.q_sample(x0, torch.full((SHAPE[0], ), 39), noise)
+    oracle = make_oracle(d, x0)
+    calls = []
+
+    def eps_fn(x_t, t):
+        calls.append((int(t[0]), x_t.clone()))
+        return oracle(x_t, t)
+
+    out = d.sample(
+        eps_fn,
+        SHAPE,
+        sampler=sampler,
+        num_steps=num_steps,
+        noise=x_init,
+        start_step=40,
+        generator=gen(0))
+    assert calls[0][0] == 39
+    assert torch.equal(calls[0][1], x_init)
+    assert len(calls) == (num_steps or 40)
+    torch.testing.assert_close(out, x0, atol=1e-6, rtol=0)

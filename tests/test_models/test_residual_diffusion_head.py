@@ -260,3 +260,48 @@ def test_refiner_head_trains_with_cross_entropy_and_predicts():
         optim.step()
         first = loss.item() if first is None else first
     assert loss.item() < first
+
+
+def test_ensemble_weight_blends_the_two_learners(monkeypatch):
+    """w·x̄0 + (1 − w)·x̂0: w = 0 is the E2E learner, w = ½ Eq. 15."""
+    head = build_head()
+    feats, probs, labels = random_inputs()
+    onehot = torch.nn.functional.one_hot(labels, K).permute(0, 3, 1, 2).float()
+    x_start = 2 * probs_to_analog(onehot, 1.) - probs_to_analog(probs, 1.)
+    monkeypatch.setattr(head, 'forward', oracle_forward(head, x_start))
+    cfg = dict(num_steps=1)
+    e2e = head.predict(feats, probs, (8, 8), dict(cfg, ensemble_weight=0.))
+    torch.testing.assert_close(e2e['probs'], probs, atol=1e-5, rtol=0)
+    half = head.predict(feats, probs, (8, 8), dict(cfg, ensemble_weight=0.5))
+    torch.testing.assert_close(
+        half['probs'],
+        head.predict(feats, probs, (8, 8), cfg)['probs'])
+    torch.testing.assert_close(half['probs'], onehot, atol=1e-4, rtol=0)
+    for bad in (-0.1, 1.5, True, '0.5'):
+        with pytest.raises(ValueError, match='ensemble_weight'):
+            head.predict(feats, probs, (8, 8), dict(ensemble_weight=bad))
+
+
+def test_start_step_noises_the_e2e_output(monkeypatch):
+    """Truncated diffusion: the first network call sees x̂0 noised to
+    T' (√ᾱ·x̂0 + √(1−ᾱ)·ε), at step T' − 1."""
+    head = build_head()
+    feats, probs, _ = random_inputs()
+    seen = []
+    forward = head.forward
+
+    def spy(cond, x_hat, x_t, t):
+        seen.append((t.clone(), x_hat.clone(), x_t.clone()))
+        return forward(cond, x_hat, x_t, t)
+
+    monkeypatch.setattr(head, 'forward', spy)
+    head.predict(feats, probs, (8, 8), dict(num_steps=1, start_step=4, seed=3))
+    t, x_hat, x_t = seen[0]
+    assert t.tolist() == [3, 3]
+    noise = torch.randn(
+        x_hat.shape, generator=torch.Generator().manual_seed(3))
+    ab = head.diffusion.alphas_cumprod[3].item()
+    torch.testing.assert_close(
+        x_t, ab**0.5 * x_hat + (1 - ab)**0.5 * noise, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r'test_cfg\.start_step'):
+        head.predict(feats, probs, (8, 8), dict(num_steps=1, start_step=11))

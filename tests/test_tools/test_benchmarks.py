@@ -1,11 +1,13 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """The benchmark scripts' --quick smoke runs: they run and write tables."""
+import importlib.util
 import json
 import re
 import sys
 
 import cv2
 import numpy as np
+import pytest
 from mmengine.config import Config
 
 from mmseg_resensemble.datasets import (SyntheticShapesDataset,
@@ -125,7 +127,7 @@ def test_bench_quality_folder_quick(tmp_path):
 def test_bench_quality_folder_two_classes(tmp_path):
     """A two-class set also reports the foreground IoU and Dice."""
     root = tmp_path / 'data'
-    generate_shapes_dataset(str(root), dict(train=4, test=2), seed=3)
+    generate_shapes_dataset(str(root), dict(train=4, val=1, test=2), seed=3)
     for label in root.glob('ann_dir/*/*.png'):
         img = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
         cv2.imwrite(str(label), np.where(img == 255, 255, (img > 0) * 1))
@@ -134,14 +136,38 @@ def test_bench_quality_folder_two_classes(tmp_path):
         'tools/benchmarks/bench_quality.py', '--quick', '--data-root',
         str(root), '--work-dir',
         str(tmp_path / 'runs'), '--no-matched', '--crop', '48', '64',
-        '--pretrained', 'none', '--out',
+        '--pretrained', 'none', '--eval-split', 'val', '--out',
         str(tmp_path / 'two.json'), '--cfg-options',
         'model.decode_head.channels=16'
     ])
     results = json.load(open(tmp_path / 'two.json'))
+    assert results['eval_split'] == 'val'
     for row in results['runs']:
         assert 0 <= row['Dice'] <= 100 and 0 <= row['fg_IoU'] <= 100
         # Dice = 2 IoU / (1 + IoU)
         iou = row['fg_IoU'] / 100
         assert abs(row['Dice'] / 100 - 2 * iou / (1 + iou)) < 1e-6
     assert 'Dice' in out
+
+
+def test_bench_quality_sampler_names():
+    """Sampler names of --samplers: steps, samples, truncated start and
+    ensemble weight."""
+    spec = importlib.util.spec_from_file_location(
+        'bench_quality', 'tools/benchmarks/bench_quality.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.sampler_cfg('ddpm') == dict(
+        sampler='ddpm', num_steps=None, num_samples=1)
+    assert bench.sampler_cfg('ddim-2x4') == dict(
+        sampler='ddim', num_steps=2, num_samples=4)
+    assert bench.sampler_cfg('ddim-1-from300-w0.7') == dict(
+        sampler='ddim',
+        num_steps=1,
+        num_samples=1,
+        start_step=300,
+        ensemble_weight=0.7)
+    assert bench.sampler_cfg('ddim-1-w.6')['ensemble_weight'] == 0.6
+    for bad in ('ddim', 'ddim-1-w', 'ddim-1-w0.5-from3', 'dpm-1'):
+        with pytest.raises(ValueError, match='is not ddpm'):
+            bench.sampler_cfg(bad)

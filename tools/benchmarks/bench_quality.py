@@ -62,6 +62,7 @@ Examples (docs/benchmarks.md has the measured ones)::
 """
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -193,6 +194,11 @@ def parse_args():
     parser.add_argument('--iters', '--res-iters', dest='res_iters', type=int)
     parser.add_argument('--out', help='JSON results')
     parser.add_argument(
+        '--eval-split',
+        default='test',
+        help='the split every run is scored on (--data-root): test, or val '
+        'to choose settings (say, an ensemble weight) before the test split')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -229,15 +235,27 @@ def parse_args():
 
 
 def sampler_cfg(name: str) -> dict:
-    if name == 'ddpm':
-        return dict(sampler='ddpm', num_steps=None, num_samples=1)
-    match = re.fullmatch(r'ddim-(\d+)(?:x(\d+))?', name)
+    """The test_cfg of a sampler name: ``ddpm`` (all T steps), ``ddim-K``
+    (K steps) or ``ddim-KxS`` (S samples averaged), each optionally
+    followed by ``-fromT'`` (truncated diffusion from x̂0 noised to step
+    T') and ``-wW`` (ensemble weight W instead of Eq. 15's ½)."""
+    match = re.fullmatch(
+        r'(?:(ddpm)|ddim-(\d+)(?:x(\d+))?)(?:-from(\d+))?'
+        r'(?:-w(\d*\.?\d+))?', name)
     if match is None:
-        raise ValueError(f'sampler {name!r} is not ddpm, ddim-K or ddim-KxS')
-    return dict(
-        sampler='ddim',
-        num_steps=int(match.group(1)),
-        num_samples=int(match.group(2) or 1))
+        raise ValueError(f'sampler {name!r} is not ddpm, ddim-K or ddim-KxS, '
+                         "optionally followed by -fromT' and -wW")
+    ddpm, steps, samples, start, weight = match.groups()
+    cfg = dict(
+        sampler='ddpm', num_steps=None, num_samples=1) if ddpm else dict(
+            sampler='ddim',
+            num_steps=int(steps),
+            num_samples=int(samples or 1))
+    if start:
+        cfg['start_step'] = int(start)
+    if weight:
+        cfg['ensemble_weight'] = float(weight)
+    return cfg
 
 
 def run_suffix(cfg_options: dict) -> str:
@@ -659,7 +677,10 @@ def run_folder_suite(args):
     cfg = e2e_config(args, layout, e2e_dir, args.e2e_iters)
     e2e_ckpt, e2e_seconds = timed_train(cfg)
     e2e_cfg_file = osp.join(e2e_dir, 'config.py')
-    loader = Runner.build_dataloader(cfg.test_dataloader)
+    eval_loader = copy.deepcopy(cfg.test_dataloader)
+    eval_loader.dataset = folder_dataset(layout, args.eval_split,
+                                         eval_loader.dataset.pipeline)
+    loader = Runner.build_dataloader(eval_loader)
     num_test = len(loader.dataset)
     step = max(1, num_test // max(1, args.ddpm_images))
     subset = set(range(0, num_test, step)[:args.ddpm_images])
@@ -670,6 +691,7 @@ def run_folder_suite(args):
         scale=list(args.scale or layout.image_size[::-1]),
         crop=list(args.crop or layout.image_size),
         test_mode='slide' if args.slide else 'whole',
+        eval_split=args.eval_split,
         e2e_iters=args.e2e_iters,
         iters=args.iters,
         batch_size=args.batch_size,

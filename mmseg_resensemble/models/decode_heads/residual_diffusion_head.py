@@ -340,11 +340,17 @@ class ResidualDiffusionHead(BaseDecodeHead):
     def check_test_cfg(self, test_cfg: ConfigType) -> None:
         """Raise ``ValueError`` naming a bad sampling setting of
         ``test_cfg`` (sampler, num_steps, num_samples, eta, seed,
-        clip_denoised), before any work."""
+        clip_denoised, start_step, ensemble_weight), before any work."""
         self.diffusion.check_sampler(
             test_cfg.get('sampler', 'ddim'),
             test_cfg.get('num_steps', None),
+            start_step=test_cfg.get('start_step', None),
             prefix='test_cfg.')
+        weight = test_cfg.get('ensemble_weight', 0.5)
+        if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                or not 0 <= weight <= 1):
+            raise ValueError('test_cfg.ensemble_weight must be a number in '
+                             f'[0, 1], got {weight!r}')
         num_samples = test_cfg.get('num_samples', 1)
         if (isinstance(num_samples, bool) or not isinstance(num_samples, int)
                 or num_samples < 1):
@@ -378,7 +384,12 @@ class ResidualDiffusionHead(BaseDecodeHead):
                 (None: all T), ``eta``, ``num_samples``, ``seed`` and
                 ``clip_denoised`` (clip the x0 predicted at each step to the
                 target's range, [-3s, 3s] for x̄0; default: True for 'ddim',
-                False for 'ddpm', which is then Algorithm 2 exactly).
+                False for 'ddpm', which is then Algorithm 2 exactly),
+                ``start_step`` (T': start the reverse process at step T'
+                from x̂0 noised to that step, truncated diffusion as in
+                DDPS and Resfusion; None: from pure noise at T, the paper)
+                and ``ensemble_weight`` (w: the answer is
+                w·x̄0 + (1 − w)·x̂0; 0.5 is Eq. 15).
 
         Returns:
             dict[str, Tensor]: ``probs``, the ensemble probabilities
@@ -395,6 +406,8 @@ class ResidualDiffusionHead(BaseDecodeHead):
         clip = test_cfg.get('clip_denoised', None)
         if clip is None:
             clip = sampler == 'ddim'
+        start_step = test_cfg.get('start_step', None)
+        weight = test_cfg.get('ensemble_weight', 0.5)
         self.check_test_cfg(test_cfg)
 
         cond = self.encode_condition(inputs, input_size)
@@ -411,9 +424,22 @@ class ResidualDiffusionHead(BaseDecodeHead):
                 self.prediction_type, self.forward(cond, x_hat, x_t, t), x_t,
                 t)
 
+        x_init = None
+        if start_step is not None:
+            # truncated diffusion: x̄_T' = √ᾱ_T'·x̂0 + √(1−ᾱ_T')·ε
+            noise = torch.randn(
+                x_hat.shape, generator=generator, dtype=torch.float32)
+            t_init = torch.full((x_hat.shape[0], ),
+                                start_step - 1,
+                                dtype=torch.long,
+                                device=x_hat.device)
+            x_init = self.diffusion.q_sample(
+                x_hat, t_init, noise.to(x_hat.device, x_hat.dtype))
         x_start = self.diffusion.sample(
             eps_fn,
             tuple(x_hat.shape),
+            noise=x_init,
+            start_step=start_step,
             sampler=sampler,
             num_steps=num_steps,
             eta=eta,
@@ -421,8 +447,10 @@ class ResidualDiffusionHead(BaseDecodeHead):
             device=x_hat.device,
             dtype=x_hat.dtype,
             clip_denoised=self.target_bound if clip else None)
-        # Eq. 15: the two learners err in opposite directions
-        out = (x_start + x_hat) / 2 if self.residual_target else x_start
+        # Eq. 15 (w = ½): the two learners err in opposite directions
+        out = (
+            weight * x_start +
+            (1 - weight) * x_hat if self.residual_target else x_start)
         probs = analog_to_probs(out, self.scale).clamp(min=0)
         probs = probs / probs.sum(1, keepdim=True).clamp(min=1e-6)
         probs = probs.unflatten(0, (-1, num_samples))

@@ -27,7 +27,8 @@ DEFAULT_TEST_CFG = dict(
     sampler='ddim', num_steps=4, eta=0., num_samples=1, seed=0)
 #: every key ``test_cfg`` may have (a misspelt one would be ignored)
 TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'sampler', 'num_steps', 'eta',
-                 'num_samples', 'seed', 'clip_denoised')
+                 'num_samples', 'seed', 'clip_denoised', 'start_step',
+                 'ensemble_weight')
 
 
 @MODELS.register_module()
