@@ -196,8 +196,8 @@ class E2ECacheHook(Hook):
         meta = store.read_meta()
 
         counts = dict(reused=0, computed=0, repaired=0)
-        for fold, checkpoint in enumerate(
-            [None] + [f['checkpoint'] for f in (self.out_of_fold or [])]):
+        checkpoints = [f['checkpoint'] for f in (self.out_of_fold or [])]
+        for fold, checkpoint in enumerate([None] + checkpoints):
             mine = [
                 info for info, learner in zip(samples, learners)
                 if learner == fold - 1
