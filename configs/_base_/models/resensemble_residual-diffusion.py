@@ -26,11 +26,11 @@ model = dict(
         # SegFormer, UPerNet)
         working_stride=4,
         # εθ predicts x̄0 itself ('sample'), not the paper's noise: the
-        # best of the three parameterisations in docs/benchmarks.md
+        # best of the three parameterisations measured in docs/benchmarks.md
         diffusion=dict(prediction_type='sample'),
         align_corners=False),
-    # one DDIM step instead of the paper's 1000 DDPM steps: as accurate at
-    # a thousandth of the cost (docs/benchmarks.md). Without `mode` the E2E
-    # config's test mode is used (whole, or slide with its crop_size and
-    # stride), so that e2e_mIoU is the E2E learner's own
+    # one DDIM step instead of the paper's 1000 DDPM steps: the best
+    # setting measured in docs/benchmarks.md, and the cheapest. Without
+    # `mode` the E2E config's test mode is used (whole, or slide with its
+    # crop_size and stride), so that e2e_mIoU is the E2E learner's own
     test_cfg=dict(sampler='ddim', num_steps=1, num_samples=1, seed=0))

@@ -4,6 +4,7 @@ needs no gradient and can be cached)."""
 import atexit
 import copy
 import json
+import logging
 import os
 import os.path as osp
 import time
@@ -26,6 +27,7 @@ from ...datasets.e2e_cache_store import (E2ECacheError, E2ECacheStore,
                                          canonical_json, file_sha256,
                                          fingerprint_digest, state_dict_sha256)
 from ...datasets.transforms import LoadE2ECache
+from ...models.segmentors import ResEnsembleSegmentor
 
 __all__ = ['E2ECacheHook']
 
@@ -116,7 +118,7 @@ class E2ECacheHook(Hook):
         """Build or complete the cache, then restart the data workers."""
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        if not (hasattr(model, 'e2e') and hasattr(model, 'e2e_probs')):
+        if not isinstance(model, ResEnsembleSegmentor):
             raise TypeError('E2ECacheHook needs a ResEnsembleSegmentor, got '
                             f'{type(model).__name__}')
         start = time.perf_counter()
@@ -246,7 +248,7 @@ class E2ECacheHook(Hook):
                 'LoadAnnotations and PackResEnsembleInputs instead of '
                 'PackSegInputs to use it.',
                 logger='current',
-                level=30)
+                level=logging.WARNING)
         return cache_dir
 
     def _test_pipeline_cfg(self, runner) -> List[dict]:
@@ -402,7 +404,7 @@ class E2ECacheHook(Hook):
                 f'E2E cache {store.cache_dir} is stale or unusable ({why}); '
                 f'rebuilding it (removed {removed} old entries)',
                 logger='current',
-                level=30)
+                level=logging.WARNING)
         else:
             print_log(
                 f'Building a new E2E cache in {store.cache_dir}',
@@ -429,7 +431,7 @@ class E2ECacheHook(Hook):
                     print_log(
                         f'E2E cache: recomputing {reason}',
                         logger='current',
-                        level=30)
+                        level=logging.WARNING)
                 probs = self.compute_probs(model, pipeline, info)
                 store.write_entry(
                     key,
@@ -530,7 +532,7 @@ class E2ECacheHook(Hook):
             'E2ECacheHook: restarted the training data loader, whose '
             'workers started before the cache was ready',
             logger='current',
-            level=10)
+            level=logging.DEBUG)
 
 
 def json_fields(**fields: Any) -> Dict[str, Any]:

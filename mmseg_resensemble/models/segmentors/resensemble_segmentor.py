@@ -1,7 +1,7 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """ResEnsemble-DDPM: a frozen E2E segmentor ensembled with a residual DDPM."""
 import copy
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -274,10 +274,13 @@ class ResEnsembleSegmentor(BaseSegmentor):
             self,
             inputs: Tensor,
             batch_img_metas: List[dict],
-            feats: Optional[Union[Tensor, List[Tensor]]] = None) -> Tensor:
+            feats: Optional[Union[Tensor, List[Tensor]]] = None,
+            return_logits: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """x̂0: the E2E learner's class probabilities of ``inputs``.
 
-        The one place that computes x̂0 (training, the E2E cache):
+        The one place that computes x̂0 (training, prediction, the E2E
+        cache):
         :meth:`e2e_seg_logits` turned into probabilities by
         :meth:`seg_logits_to_probs`. With ``feats``, on those features
         (one window); without, in the E2E learner's own test mode (its
@@ -289,9 +292,12 @@ class ResEnsembleSegmentor(BaseSegmentor):
             batch_img_metas (list[dict]): Their metainfo.
             feats (Tensor | list[Tensor], optional): :meth:`e2e_features`
                 of ``inputs``.
+            return_logits (bool): Also return the E2E output they come from
+                (:meth:`e2e_seg_logits`, (N, C, H, W)).
 
         Returns:
-            Tensor: (N, K, H, W), summing to 1 over the K classes.
+            Tensor | tuple[Tensor, Tensor]: (N, K, H, W), summing to 1 over
+            the K classes (and the output, with ``return_logits``).
         """
         e2e_test_cfg = self.e2e.test_cfg or {}
         if feats is None and e2e_test_cfg.get('mode', 'whole') == 'slide':
@@ -301,7 +307,8 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 e2e_test_cfg)['seg_logits']
         else:
             seg_logits = self.e2e_seg_logits(inputs, batch_img_metas, feats)
-        return self.seg_logits_to_probs(seg_logits)
+        probs = self.seg_logits_to_probs(seg_logits)
+        return (probs, seg_logits) if return_logits else probs
 
     def e2e_pred(self, seg_logits: Tensor) -> Tensor:
         """The E2E learner's labels (1, H, W) from its output (C, H, W), as
@@ -362,10 +369,10 @@ class ResEnsembleSegmentor(BaseSegmentor):
             (:meth:`e2e_seg_logits`); ``uncertainty`` (N, 1, H, W).
         """
         feats = self.e2e_features(inputs)
-        logits = self.e2e_seg_logits(inputs, batch_img_metas, feats)
+        probs, logits = self.e2e_probs(
+            inputs, batch_img_metas, feats, return_logits=True)
         out = self.decode_head.predict(
-            feature_levels(feats), self.seg_logits_to_probs(logits),
-            inputs.shape[-2:], self.test_cfg)
+            feature_levels(feats), probs, inputs.shape[-2:], self.test_cfg)
         size = inputs.shape[-2:]
         maps = {
             k:
