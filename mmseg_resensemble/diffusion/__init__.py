@@ -3,8 +3,8 @@
 from .defaults import DIFFUSION, SAMPLING
 from .gaussian_diffusion import (PREDICTION_TYPES, GaussianDiffusion,
                                  check_prediction_type, draw_noise)
-from .samplers import (SAMPLERS, DDIMSampler, DDPMSampler, Sampler,
-                       StepOutput, register_sampler)
+from .samplers import (SAMPLERS, DDIMSampler, DDPMSampler, Sampler, StepOutput,
+                       register_sampler)
 from .schedules import BETA_SCHEDULES, get_beta_schedule
 
 __all__ = [

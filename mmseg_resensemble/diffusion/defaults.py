@@ -22,5 +22,8 @@ DIFFUSION = dict(
 #: ``num_steps=None`` runs every step, ``start_step=None`` starts at T from
 #: pure noise, ``clip_denoised=None`` does not clip
 SAMPLING = dict(
-    sampler='ddpm', num_steps=None, eta=0.0, clip_denoised=None,
+    sampler='ddpm',
+    num_steps=None,
+    eta=0.0,
+    clip_denoised=None,
     start_step=None)

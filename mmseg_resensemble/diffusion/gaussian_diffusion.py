@@ -199,9 +199,9 @@ class GaussianDiffusion(nn.Module):
             f'noise shape {tuple(noise.shape)} != x_start shape '
             f'{tuple(x_start.shape)}')
         # Eq. 5: q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
-        return (self._coef(self.sqrt_alphas_cumprod, t, x_start) * x_start +
-                self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_start) *
-                noise)
+        return (
+            self._coef(self.sqrt_alphas_cumprod, t, x_start) * x_start +
+            self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise)
 
     def predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor,
                                 eps: torch.Tensor) -> torch.Tensor:
@@ -245,8 +245,8 @@ class GaussianDiffusion(nn.Module):
             self._check_t(t, x_t)
         assert x_start.shape == x_t.shape, (x_start.shape, x_t.shape)
         return ((self._coef(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t -
-                 x_start) / self._coef(self.sqrt_recipm1_alphas_cumprod, t,
-                                       x_t))
+                 x_start) /
+                self._coef(self.sqrt_recipm1_alphas_cumprod, t, x_t))
 
     def training_target(self, x_start: torch.Tensor, t: torch.Tensor,
                         noise: torch.Tensor) -> torch.Tensor:
@@ -272,12 +272,12 @@ class GaussianDiffusion(nn.Module):
                 x_start)
 
     def predict_start_and_eps(
-            self,
-            model_output: torch.Tensor,
-            x_t: torch.Tensor,
-            t: Union[int, torch.Tensor],
-            *,
-            clip_denoised: Optional[float] = None
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: Union[int, torch.Tensor],
+        *,
+        clip_denoised: Optional[float] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Interpret a network output once: the predicted ``x_0`` and noise.
 
@@ -305,8 +305,8 @@ class GaussianDiffusion(nn.Module):
             x0, eps = out, None
         else:  # v: x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v
             x0, eps = (self._coef(self.sqrt_alphas_cumprod, t, x_t) * x_t -
-                       self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_t)
-                       * out), None
+                       self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_t) *
+                       out), None
         if clip_denoised is not None:
             x0, eps = x0.clamp(-clip_denoised, clip_denoised), None
         if eps is None:
@@ -442,20 +442,21 @@ class GaussianDiffusion(nn.Module):
         return [(2 * k * T + K) // (2 * K) - 1 for k in range(K, 0, -1)]
 
     @torch.no_grad()
-    def sample(self,
-               model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               shape: Sequence[int],
-               *,
-               sampler: str = SAMPLING['sampler'],
-               num_steps: Optional[int] = SAMPLING['num_steps'],
-               eta: float = SAMPLING['eta'],
-               generator: Optional[torch.Generator] = None,
-               noise: Optional[torch.Tensor] = None,
-               device: Optional[torch.device] = None,
-               dtype: torch.dtype = torch.float32,
-               clip_denoised: Optional[float] = SAMPLING['clip_denoised'],
-               start_step: Optional[int] = SAMPLING['start_step']
-               ) -> torch.Tensor:
+    def sample(
+            self,
+            model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+            shape: Sequence[int],
+            *,
+            sampler: str = SAMPLING['sampler'],
+            num_steps: Optional[int] = SAMPLING['num_steps'],
+            eta: float = SAMPLING['eta'],
+            generator: Optional[torch.Generator] = None,
+            noise: Optional[torch.Tensor] = None,
+            device: Optional[torch.device] = None,
+            dtype: torch.dtype = torch.float32,
+            clip_denoised: Optional[float] = SAMPLING['clip_denoised'],
+            start_step: Optional[int] = SAMPLING['start_step']
+    ) -> torch.Tensor:
         """Run the reverse process from ``x_T`` to ``x_0`` (Algorithm 2).
 
         The loop calls ``model_fn`` once per step and hands its output to

@@ -33,9 +33,10 @@ def _check_betas(beta_start: float, beta_end: float) -> None:
                          f'beta_start={beta_start!r} > beta_end={beta_end!r}')
 
 
-def linear_beta_schedule(num_timesteps: int,
-                         beta_start: float = DIFFUSION['beta_start'],
-                         beta_end: float = DIFFUSION['beta_end']) -> np.ndarray:
+def linear_beta_schedule(
+        num_timesteps: int,
+        beta_start: float = DIFFUSION['beta_start'],
+        beta_end: float = DIFFUSION['beta_end']) -> np.ndarray:
     """Linear schedule of the ResEnsemble-DDPM paper (Eq. 24).
 
     ``beta_t = (beta_start * (T - t) + beta_end * (t - 1)) / (T - 1)`` for

@@ -18,11 +18,18 @@ from tests.tiny_models import fcn_e2e, head_cfg
 class TinyTestDenoiser(nn.Module):
     """The smallest εθ: one conv over [x_t, x̂0, condition]."""
 
-    def __init__(self, in_channels, channels, num_classes, condition_on_e2e,
-                 norm_cfg=None, act_cfg=None, width=4):
+    def __init__(self,
+                 in_channels,
+                 channels,
+                 num_classes,
+                 condition_on_e2e,
+                 norm_cfg=None,
+                 act_cfg=None,
+                 width=4):
         super().__init__()
         self.proj = nn.Conv2d(in_channels, width, 1)
-        self.out = nn.Conv2d(width + 2 * num_classes, num_classes, 3, padding=1)
+        self.out = nn.Conv2d(
+            width + 2 * num_classes, num_classes, 3, padding=1)
 
     def encode_condition(self, feats):
         return self.proj(feats)
@@ -56,8 +63,11 @@ def test_head_args_fill_the_denoiser_config():
     assert d.conv_seg.out_channels == 3 and len(d.blocks) == 2
     assert not hasattr(head, 'conv_seg')
     # the old head-level arguments still build, into the denoiser
-    old = build_head(denoiser=dict(type='DilatedResDenoiser'), num_blocks=3,
-                     dilations=(1, 2, 1), prediction_type='sample')
+    old = build_head(
+        denoiser=dict(type='DilatedResDenoiser'),
+        num_blocks=3,
+        dilations=(1, 2, 1),
+        prediction_type='sample')
     assert len(old.denoiser.blocks) == 3
     assert old.diffusion.prediction_type == 'sample'
 

@@ -95,7 +95,10 @@ def test_e2e_stays_frozen_through_training():
 def test_slide_inference_and_crop_larger_than_image():
     model = build_model(
         test_cfg=dict(
-            mode='slide', crop_size=(16, 16), stride=(8, 12), sampler='ddim',
+            mode='slide',
+            crop_size=(16, 16),
+            stride=(8, 12),
+            sampler='ddim',
             num_steps=2))
     model.eval()
     data = model.data_preprocessor(make_batch(n=1), False)
@@ -103,11 +106,15 @@ def test_slide_inference_and_crop_larger_than_image():
     assert result.pred_sem_seg.shape == (24, 32)
     big = build_model(
         test_cfg=dict(
-            mode='slide', crop_size=(64, 64), stride=(32, 32), sampler='ddim',
+            mode='slide',
+            crop_size=(64, 64),
+            stride=(32, 32),
+            sampler='ddim',
             num_steps=2))
     big.load_state_dict(model.state_dict())
     big.eval()
-    whole = build_model(test_cfg=dict(mode='whole', sampler='ddim', num_steps=2))
+    whole = build_model(
+        test_cfg=dict(mode='whole', sampler='ddim', num_steps=2))
     whole.load_state_dict(model.state_dict())
     whole.eval()
     a = big(**data, mode='predict')[0]
@@ -295,7 +302,8 @@ def test_test_mode_defaults_to_the_e2e_learners():
     assert model.test_cfg['stride'] == (8, 12)
     assert model.test_cfg['num_steps'] == 2
     # the ResEnsemble config's own mode wins
-    model = build_model(e2e, test_cfg=dict(mode='whole', sampler='ddim', num_steps=2))
+    model = build_model(
+        e2e, test_cfg=dict(mode='whole', sampler='ddim', num_steps=2))
     assert model.test_cfg['mode'] == 'whole'
     assert 'crop_size' not in model.test_cfg
     # an E2E config without a test_cfg is tested whole

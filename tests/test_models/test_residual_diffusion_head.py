@@ -151,7 +151,8 @@ def test_predict_outputs_and_uncertainty():
     assert one['uncertainty'].shape == (2, 1, 8, 8)
     torch.testing.assert_close(one['probs'].sum(1), torch.ones(2, 8, 8))
     assert one['uncertainty'].abs().max() == 0
-    many = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=2, num_samples=4))
+    many = head.predict(feats, probs, (8, 8),
+                        dict(sampler='ddim', num_steps=2, num_samples=4))
     assert many['probs'].shape == (2, K, 8, 8)
     assert many['uncertainty'].min() >= 0
     assert many['uncertainty'].max() > 0
@@ -172,7 +173,8 @@ def test_condition_is_computed_once_per_image():
     head = build_head()
     feats, probs, _ = random_inputs()
     calls = []
-    head.denoiser.cond_proj.register_forward_hook(lambda *args: calls.append(1))
+    head.denoiser.cond_proj.register_forward_hook(
+        lambda *args: calls.append(1))
     head.predict(feats, probs, (8, 8),
                  dict(sampler='ddim', num_steps=5, num_samples=2))
     assert len(calls) == 1
@@ -193,8 +195,7 @@ def test_binary_task():
     'kwargs,match', [(dict(
         denoiser=dict(
             type='DilatedResDenoiser', num_blocks=2, dilations=(1, 2, 3))),
-                      'dilations'),
-                     (dict(scale=0.), 'scale'),
+                      'dilations'), (dict(scale=0.), 'scale'),
                      (dict(working_stride=0), 'working_stride'),
                      (dict(diffusion=dict(beta_schedule='square')), 'square')])
 def test_bad_config_raises(kwargs, match):
@@ -299,7 +300,8 @@ def test_start_step_noises_the_e2e_output(monkeypatch):
         return forward(cond, x_hat, x_t, t)
 
     monkeypatch.setattr(head, 'forward', spy)
-    head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=1, start_step=4, seed=3))
+    head.predict(feats, probs, (8, 8),
+                 dict(sampler='ddim', num_steps=1, start_step=4, seed=3))
     t, x_hat, x_t = seen[0]
     assert t.tolist() == [3, 3]
     noise = torch.randn(
@@ -308,4 +310,5 @@ def test_start_step_noises_the_e2e_output(monkeypatch):
     torch.testing.assert_close(
         x_t, ab**0.5 * x_hat + (1 - ab)**0.5 * noise, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r'test_cfg\.start_step'):
-        head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=1, start_step=11))
+        head.predict(feats, probs, (8, 8),
+                     dict(sampler='ddim', num_steps=1, start_step=11))

@@ -2,7 +2,7 @@
 """The shared base of the heads that refine the frozen E2E output."""
 import logging
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
@@ -54,7 +54,7 @@ class E2EConditionedHead(BaseDecodeHead):
     def __init__(self,
                  denoiser: ConfigType = dict(type='DilatedResDenoiser'),
                  scale: float = 1.0,
-                 working_stride: int = None,
+                 working_stride: Optional[int] = None,
                  condition_on_e2e: bool = True,
                  debug: bool = False,
                  norm_cfg: ConfigType = dict(type='GN', num_groups=8),
@@ -62,7 +62,10 @@ class E2EConditionedHead(BaseDecodeHead):
                  init_cfg=None,
                  **kwargs) -> None:
         denoiser = dict(denoiser)
-        legacy = {k: kwargs.pop(k) for k in LEGACY_DENOISER_KEYS if k in kwargs}
+        legacy = {
+            k: kwargs.pop(k)
+            for k in LEGACY_DENOISER_KEYS if k in kwargs
+        }
         if legacy:
             print_log(
                 f'{type(self).__name__}: {sorted(legacy)} are arguments of '
@@ -194,7 +197,8 @@ class E2EConditionedHead(BaseDecodeHead):
                 check=self.debug)
         except ValueError as e:
             files = [
-                sample.metainfo.get('img_path', f'sample {i}') for i, (
+                sample.metainfo.get('img_path', f'sample {i}')
+                for i, (
                     sample,
                     label) in enumerate(zip(batch_data_samples, seg_label))
                 if ((label != self.ignore_index)
@@ -208,4 +212,3 @@ class E2EConditionedHead(BaseDecodeHead):
         """Raise ``ValueError`` naming a bad setting of ``test_cfg``; the
         segmentor calls it once, when it is built. Nothing to check here.
         """
-

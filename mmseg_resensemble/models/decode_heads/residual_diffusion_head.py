@@ -17,8 +17,7 @@ from .e2e_conditioned_head import E2EConditionedHead
 #: every sampling key of ``test_cfg`` and its default: the paper's
 #: Algorithm 2 (:data:`~mmseg_resensemble.diffusion.SAMPLING`), one sample,
 #: and Eq. 15 (``ensemble_weight`` ½); ``seed`` makes it reproducible
-TEST_CFG_DEFAULTS = dict(
-    SAMPLING, num_samples=1, seed=0, ensemble_weight=0.5)
+TEST_CFG_DEFAULTS = dict(SAMPLING, num_samples=1, seed=0, ensemble_weight=0.5)
 
 
 @MODELS.register_module()
