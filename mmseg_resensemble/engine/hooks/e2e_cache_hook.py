@@ -110,19 +110,39 @@ class E2ECacheHook(Hook):
         self._store_stride: Optional[float] = None
         # rank 0's registration as a user of the cache (while it trains)
         self._user_file: Optional[str] = None
+        # whether cache_dir was filled into a LoadE2ECache of the pipeline
+        self._filled_in = False
 
     # ------------------------------------------------------------------
     # the hook
     # ------------------------------------------------------------------
     def before_train(self, runner) -> None:
-        """Build or complete the cache, then restart the data workers."""
+        """Build or complete the cache; restart the data workers if they
+        started before it was usable."""
+        self.build_cache(runner, runner.train_dataloader.dataset)
+        if self.stats['computed'] or self._filled_in:
+            self._restart_train_dataloader(runner)
+
+    def build_cache(self, runner, dataset: Any) -> Dict[str, float]:
+        """Build or complete the cache of ``dataset``'s images (every rank
+        takes part), as :meth:`before_train` and ``tools/build_e2e_cache.py``
+        do.
+
+        Args:
+            runner (Runner): Gives the model (a ``ResEnsembleSegmentor``,
+                maybe wrapped), ``cfg`` and ``work_dir``; its train loop is
+                not needed.
+            dataset: The training set.
+
+        Returns:
+            dict: :attr:`stats` of this build.
+        """
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         if not isinstance(model, ResEnsembleSegmentor):
             raise TypeError('E2ECacheHook needs a ResEnsembleSegmentor, got '
                             f'{type(model).__name__}')
         start = time.perf_counter()
-        dataset = runner.train_dataloader.dataset
         self._store_stride = None
         cache_dir = self._resolve_cache_dir(runner, dataset)
         samples = self._training_samples(dataset)
@@ -197,7 +217,7 @@ class E2ECacheHook(Hook):
                 f'{size / len(samples) / 1024:.1f} KiB per image',
                 logger='current')
         barrier()
-        self._restart_train_dataloader(runner)
+        return self.stats
 
     def after_run(self, runner) -> None:
         """Stop using the cache: another E2E learner may rebuild it now."""
@@ -232,9 +252,11 @@ class E2ECacheHook(Hook):
                              f'set disagree on cache_dir: {sorted(named)}')
         else:
             cache_dir = osp.join(runner.work_dir, 'e2e_cache')
+        self._filled_in = False
         for t in transforms:
             if t.cache_dir is None:
                 t.cache_dir = cache_dir
+                self._filled_in = True
             elif osp.abspath(t.cache_dir) != osp.abspath(cache_dir):
                 raise ValueError(
                     f'E2ECacheHook(cache_dir={cache_dir!r}) and the train '
