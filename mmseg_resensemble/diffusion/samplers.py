@@ -8,10 +8,11 @@ once (by the diffusion's ``prediction_type``) and clip it once, and returns
 diffusers' ``step``. It never calls the network: the loop of
 :meth:`GaussianDiffusion.sample` does.
 
-To add a sampler, write one :class:`Sampler` subclass here, decorated with
+To add a sampler, write one :class:`Sampler` subclass here (its
+:meth:`~Sampler.update` and :meth:`~Sampler.needs_noise`), decorated with
 :func:`register_sampler`; ``test_cfg.sampler`` then takes its name.
 """
-from typing import TYPE_CHECKING, Dict, NamedTuple, Optional
+from typing import TYPE_CHECKING, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -61,7 +62,9 @@ class Sampler:
              eta: float = 0.0,
              noise: Optional[Tensor] = None,
              clip_denoised: Optional[float] = None) -> StepOutput:
-        """One step ``x_t -> x_{t_prev}``.
+        """One step ``x_t -> x_{t_prev}``: the output is interpreted once
+        (:meth:`GaussianDiffusion.predict_start_and_eps`, which clips), then
+        :meth:`update` moves ``x_t``.
 
         Args:
             diffusion (GaussianDiffusion): The schedule (its buffers are on
@@ -83,6 +86,53 @@ class Sampler:
             StepOutput: ``x_{t_prev}``, and the predicted ``x_0`` and
             ``eps``, each with ``x_t``'s shape and dtype.
         """
+        T = diffusion.num_timesteps
+        if not 0 <= t < T:
+            raise ValueError(f't must lie in [0, {T - 1}], got {t!r}')
+        if not -1 <= t_prev < t:
+            raise ValueError(f't_prev must lie in [-1, {t - 1}], got '
+                             f'{t_prev!r}')
+        if eta < 0:
+            raise ValueError(f'eta must be >= 0, got {eta!r}')
+        self.check_steps(t, t_prev)
+        assert model_output.shape == x_t.shape, (
+            f'model_output shape {tuple(model_output.shape)} != x_t shape '
+            f'{tuple(x_t.shape)}')
+        assert noise is None or noise.shape == x_t.shape, (
+            f'noise shape {tuple(noise.shape)} != x_t shape '
+            f'{tuple(x_t.shape)}')
+        x0, eps = diffusion.predict_start_and_eps(
+            model_output, x_t, t, clip_denoised=clip_denoised)
+        prev, sigma = self.update(diffusion, x0, eps, x_t, t, t_prev, eta)
+        if self.needs_noise(t, t_prev, eta):
+            if noise is None:
+                noise = torch.randn_like(x_t)
+            prev = prev + sigma * noise.to(device=x_t.device, dtype=x_t.dtype)
+        return StepOutput(prev, x0, eps)
+
+    def check_steps(self, t: int, t_prev: int) -> None:
+        """Raise ``ValueError`` if the sampler cannot step from ``t`` to
+        ``t_prev`` (any ``-1 <= t_prev < t`` here)."""
+
+    def update(self, diffusion: 'GaussianDiffusion', x0: Tensor, eps: Tensor,
+               x_t: Tensor, t: int, t_prev: int,
+               eta: float) -> Tuple[Tensor, Tensor]:
+        """The sampler's maths: the mean of ``x_{t_prev}`` and the scale
+        ``sigma`` (a 0-dim tensor) of the noise :meth:`step` adds to it when
+        :meth:`needs_noise`.
+
+        Args:
+            diffusion (GaussianDiffusion): The schedule.
+            x0 (Tensor): The predicted ``x_0``, ``(N, C, H, W)``.
+            eps (Tensor): The predicted noise, consistent with ``x0``.
+            x_t (Tensor): Current sample.
+            t (int): Current 0-based step.
+            t_prev (int): Next 0-based step (``-1``: the end).
+            eta (float): Stochasticity.
+
+        Returns:
+            tuple[Tensor, Tensor]: The mean and ``sigma``.
+        """
         raise NotImplementedError
 
 
@@ -96,30 +146,6 @@ def register_sampler(cls: type) -> type:
         raise ValueError(f'sampler name {cls.name!r} is empty or taken')
     SAMPLERS[cls.name] = cls()
     return cls
-
-
-def _check_step(diffusion: 'GaussianDiffusion', model_output: Tensor, t: int,
-                t_prev: int, x_t: Tensor, noise: Optional[Tensor]) -> None:
-    """Host-side checks of a step's arguments (Python ints and shapes: no
-    device synchronisation)."""
-    T = diffusion.num_timesteps
-    if not 0 <= t < T:
-        raise ValueError(f't must lie in [0, {T - 1}], got {t!r}')
-    if not -1 <= t_prev < t:
-        raise ValueError(f't_prev must lie in [-1, {t - 1}], got '
-                         f'{t_prev!r}')
-    assert model_output.shape == x_t.shape, (
-        f'model_output shape {tuple(model_output.shape)} != x_t shape '
-        f'{tuple(x_t.shape)}')
-    assert noise is None or noise.shape == x_t.shape, (
-        f'noise shape {tuple(noise.shape)} != x_t shape '
-        f'{tuple(x_t.shape)}')
-
-
-def _add_noise(x: Tensor, sigma: Tensor, noise: Optional[Tensor]) -> Tensor:
-    if noise is None:
-        noise = torch.randn_like(x)
-    return x + sigma * noise.to(device=x.device, dtype=x.dtype)
 
 
 @register_sampler
@@ -138,30 +164,20 @@ class DDPMSampler(Sampler):
     def needs_noise(self, t: int, t_prev: int, eta: float) -> bool:
         return t > 0
 
-    def step(self,
-             diffusion: 'GaussianDiffusion',
-             model_output: Tensor,
-             t: int,
-             t_prev: int,
-             x_t: Tensor,
-             *,
-             eta: float = 0.0,
-             noise: Optional[Tensor] = None,
-             clip_denoised: Optional[float] = None) -> StepOutput:
-        _check_step(diffusion, model_output, t, t_prev, x_t, noise)
+    def check_steps(self, t: int, t_prev: int) -> None:
         if t_prev != t - 1:
             raise ValueError(f"sampler='ddpm' steps from t to t - 1, got "
                              f't={t}, t_prev={t_prev}')
-        x0, eps = diffusion.predict_start_and_eps(
-            model_output, x_t, t, clip_denoised=clip_denoised)
+
+    def update(self, diffusion: 'GaussianDiffusion', x0: Tensor, eps: Tensor,
+               x_t: Tensor, t: int, t_prev: int,
+               eta: float) -> Tuple[Tensor, Tensor]:
         d = diffusion
         eps_coef = d.betas[t] / d.sqrt_one_minus_alphas_cumprod[t]
         # Eq. 10: mu_theta = (x_t - beta_t / sqrt(1 - a_bar_t) eps) / sqrt(a_t)
-        prev = d.sqrt_recip_alphas[t] * (x_t - eps_coef * eps)
-        if self.needs_noise(t, t_prev, eta):
-            # Eq. 22-23: sigma_t^2 = beta_tilde_t.
-            prev = _add_noise(prev, d.posterior_variance[t].sqrt(), noise)
-        return StepOutput(prev, x0, eps)
+        mean = d.sqrt_recip_alphas[t] * (x_t - eps_coef * eps)
+        # Eq. 22-23: sigma_t^2 = beta_tilde_t.
+        return mean, d.posterior_variance[t].sqrt()
 
 
 @register_sampler
@@ -179,26 +195,11 @@ class DDIMSampler(Sampler):
         # sigma > 0 exactly when eta > 0 and alpha_bar_prev < 1
         return eta > 0 and t_prev >= 0
 
-    def step(self,
-             diffusion: 'GaussianDiffusion',
-             model_output: Tensor,
-             t: int,
-             t_prev: int,
-             x_t: Tensor,
-             *,
-             eta: float = 0.0,
-             noise: Optional[Tensor] = None,
-             clip_denoised: Optional[float] = None) -> StepOutput:
-        _check_step(diffusion, model_output, t, t_prev, x_t, noise)
-        if eta < 0:
-            raise ValueError(f'eta must be >= 0, got {eta!r}')
-        x0, eps = diffusion.predict_start_and_eps(
-            model_output, x_t, t, clip_denoised=clip_denoised)
+    def update(self, diffusion: 'GaussianDiffusion', x0: Tensor, eps: Tensor,
+               x_t: Tensor, t: int, t_prev: int,
+               eta: float) -> Tuple[Tensor, Tensor]:
         a_t = diffusion.alphas_cumprod[t]
-        a_prev = diffusion.alphas_cumprod_prev[t_prev + 1]
+        a_prev = diffusion.alphas_cumprod_prev[t_prev + 1]  # 1 at t_prev = -1
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
         dir_coef = (1 - a_prev - sigma**2).clamp(min=0).sqrt()
-        prev = a_prev.sqrt() * x0 + dir_coef * eps
-        if self.needs_noise(t, t_prev, eta):
-            prev = _add_noise(prev, sigma, noise)
-        return StepOutput(prev, x0, eps)
+        return a_prev.sqrt() * x0 + dir_coef * eps, sigma
