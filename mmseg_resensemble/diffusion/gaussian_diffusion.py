@@ -39,7 +39,8 @@ def _extract_into_tensor(
     """Gather ``arr[timesteps]`` and broadcast it to ``broadcast_shape``.
 
     The gather happens on ``timesteps``' device (a no-op move when ``arr``
-    is a buffer there already): no device-to-host copy.
+    is there already, as the schedule of :class:`GaussianDiffusion`): no
+    device-to-host copy.
 
     Args:
         arr (Tensor): float64 schedule of shape ``(T,)``.
@@ -66,8 +67,8 @@ class GaussianDiffusion(nn.Module):
 
     Network-free: an ``nn.Module`` only so that its schedule follows the
     model to its device. The schedule is computed once in float64 and kept
-    as non-persistent buffers of shape ``(T,)`` (not in the state dict):
-    ``model.cuda()`` moves them, and every gather happens on the device.
+    as tensors of shape ``(T,)`` (not in the state dict): ``model.cuda()``
+    moves them, and every gather happens on the device.
     Coefficients are cast to the input's dtype at use. The denoising
     network is never called except through the ``model_fn`` callback of
     :meth:`sample`; the update of each sampler lives in
@@ -123,11 +124,10 @@ class GaussianDiffusion(nn.Module):
             sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod - 1.0),
             sqrt_recip_alphas=np.sqrt(1.0 / alphas),
             posterior_variance=posterior_variance)
+        self._schedule_names = tuple(schedule)
         for name, arr in schedule.items():
-            self.register_buffer(
-                name,
-                torch.from_numpy(np.ascontiguousarray(arr, np.float64)),
-                persistent=False)
+            setattr(self, name,
+                    torch.from_numpy(np.ascontiguousarray(arr, np.float64)))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_timesteps='
@@ -135,14 +135,14 @@ class GaussianDiffusion(nn.Module):
                 f'prediction_type={self.prediction_type!r})')
 
     def _apply(self, fn, *args, **kwargs):
-        # the schedule stays float64 whatever the model is cast to
-        # (``model.half()``): only its device follows
-        dtypes = {k: b.dtype for k, b in self._buffers.items()}
-        out = super()._apply(fn, *args, **kwargs)
-        for k, b in self._buffers.items():
-            if b is not None and b.dtype != dtypes[k]:
-                self._buffers[k] = b.to(dtypes[k])
-        return out
+        # the schedule follows the module's device (``model.cuda()``) but
+        # stays float64 whatever the model is cast to (``model.half()``);
+        # it is no buffer, so neither the state dict nor DDP's buffer
+        # broadcast carries it
+        device = fn(self.betas.new_zeros(())).device
+        for name in self._schedule_names:
+            setattr(self, name, getattr(self, name).to(device))
+        return super()._apply(fn, *args, **kwargs)
 
     def _coef(self, arr: torch.Tensor, t: Union[int, torch.Tensor],
               x: torch.Tensor) -> torch.Tensor:

@@ -67,8 +67,8 @@ class Sampler:
         :meth:`update` moves ``x_t``.
 
         Args:
-            diffusion (GaussianDiffusion): The schedule (its buffers are on
-                ``x_t``'s device).
+            diffusion (GaussianDiffusion): The schedule (on ``x_t``'s
+                device).
             model_output (Tensor): The network's raw output at ``(x_t, t)``
                 (its meaning is ``diffusion.prediction_type``), of shape
                 ``(N, C, H, W)``.

@@ -64,6 +64,23 @@ def test_schedule_attributes():
     assert cos.alphas_cumprod[-1] < 1e-3 + 1e-12
 
 
+def test_schedule_follows_the_device_and_stays_float64():
+    """The schedule moves with the module (no host-side gather), is in
+    neither the state dict nor the buffers (DDP would broadcast them), and
+    stays float64 when the model is cast."""
+    d = GaussianDiffusion(num_timesteps=10)
+    assert dict(d.state_dict()) == {} and list(d.buffers()) == []
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), d).half()
+    assert model[0].weight.dtype == torch.float16
+    assert d.betas.dtype == torch.float64
+    if torch.cuda.is_available():
+        model.cuda()
+        assert d.alphas_cumprod.device.type == 'cuda'
+        x = torch.zeros(2, 1, 2, 2, device='cuda')
+        t = torch.tensor([0, 9], device='cuda')
+        assert d.q_sample(x, t, x).device.type == 'cuda'
+
+
 def test_extract_into_tensor():
     arr = torch.arange(5, dtype=torch.float64) / 3
     t = torch.tensor([4, 1])
