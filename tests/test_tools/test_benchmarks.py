@@ -99,7 +99,8 @@ def test_bench_quality_folder_quick(tmp_path):
         'tools/benchmarks/bench_quality.py', '--quick', '--data-root',
         str(root), '--work-dir',
         str(tmp_path / 'runs'), '--variants', 'resensemble', 'paper',
-        'refiner-ce', 'plain-ddpm', '--crop', '48', '64', '--out',
+        'refiner-ce', 'plain-ddpm', 'resensemble-oof', '--folds', '2',
+        '--crop', '48', '64', '--out',
         str(tmp_path / 'folder.json'), '--pretrained', 'none', '--cfg-options',
         'model.decode_head.channels=16'
     ])
@@ -107,8 +108,8 @@ def test_bench_quality_folder_quick(tmp_path):
     rows = {(r['variant'], r['sampler']) for r in results['runs']}
     assert rows == {('resensemble', 'ddim-1'), ('paper', 'ddim-1'),
                     ('paper', 'ddpm'), ('refiner-ce', 'ddim-1'),
-                    ('plain-ddpm', 'ddim-1'), ('e2e', '-'),
-                    ('e2e-longer', '-')}
+                    ('plain-ddpm', 'ddim-1'), ('resensemble-oof', 'ddim-1'),
+                    ('e2e', '-'), ('e2e-longer', '-')}
     assert all(0 <= r['mIoU'] <= 100 for r in results['runs'])
     assert len(results['runs'][0]['IoU']) == 5
     assert results['classes'] == list(
@@ -122,6 +123,23 @@ def test_bench_quality_folder_quick(tmp_path):
             'model.decode_head.channels=16' / 'config.py'))
     assert cfg.model.decode_head.channels == 16
     assert cfg.train_dataloader.dataset.type == 'BaseSegDataset'
+    # out-of-fold: each training image's x̂0 comes from the fold learner
+    # that did not see it, and its entry says which
+    learners = {}
+    for entry in (tmp_path / 'runs' / 'e2e_cache_oof2' / 'entries').iterdir():
+        header = json.loads(str(np.load(entry)['header']))
+        name = header['key'].rsplit('/', 1)[-1].rsplit('.', 1)[0]
+        learners[name] = header['learner']
+    assert len(learners) == 6
+    for fold in (0, 1):
+        fold_dir = tmp_path / 'runs' / f'e2e_fold{fold}of2'
+        held_out = fold_dir.joinpath('held_out.txt').read_text().split()
+        kept = fold_dir.joinpath('train.txt').read_text().split()
+        assert len(held_out) == 3 and not set(held_out) & set(kept)
+        assert all(learners[n] == f'fold{fold}' for n in held_out)
+    # the in-sample cache's entries come from the E2E learner itself
+    entry = next((tmp_path / 'runs' / 'e2e_cache' / 'entries').iterdir())
+    assert json.loads(str(np.load(entry)['header']))['learner'] == 'e2e'
 
 
 def test_bench_quality_folder_two_classes(tmp_path):

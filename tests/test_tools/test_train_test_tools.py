@@ -4,6 +4,7 @@
 The demo's configs run on a tiny generated data set for a few iterations,
 through the same command lines as a user's.
 """
+import json
 import os
 import os.path as osp
 import re
@@ -197,3 +198,36 @@ def test_dist_train_and_test_two_cpu_processes(data_root, tmp_path):
         ] + small_run_options(data_root, 2, 2),
         env=dict(env, PORT=str(free_port())))
     assert 'gloo' in out and 0 <= mIoU(out) <= 100
+
+
+def test_tune_ensemble_weight(res_run, data_root, tmp_path):
+    """One validation pass per weight; w = 0 is the E2E learner alone, so
+    its mIoU is the metric's e2e_mIoU; the best weight is written."""
+    work_dir, _, _, options = res_run
+    out = run([
+        sys.executable, 'tools/tune_ensemble_weight.py', RES_CONFIG,
+        osp.join(work_dir, 'iter_3.pth'), '--weights', '0', '0.5', '1',
+        '--work-dir',
+        str(tmp_path), '--cfg-options'
+    ] + options)
+    result = json.load(open(tmp_path / 'ensemble_weight.json'))
+    rows = result['rows']
+    assert [r['ensemble_weight'] for r in rows] == [0., 0.5, 1.]
+    best = max(rows, key=lambda r: r['mIoU'])
+    assert result['best'] == best['ensemble_weight']
+    assert f'ensemble_weight={best["ensemble_weight"]:g}' in out
+    # the head's probabilities at w = 0 are x̂0 at its working resolution
+    assert abs(rows[0]['mIoU'] - rows[0]['e2e_mIoU']) < 2
+    for bad in (['--weights', '1.5'], ['--metric', 'nope']):
+        proc = subprocess.run(
+            [
+                sys.executable, 'tools/tune_ensemble_weight.py', RES_CONFIG,
+                osp.join(work_dir, 'iter_3.pth'), '--weights', '0',
+                '--work-dir',
+                str(tmp_path)
+            ] + bad + ['--cfg-options'] + options,
+            cwd=ROOT,
+            capture_output=True,
+            text=True)
+        assert proc.returncode != 0
+        assert bad[1] in proc.stderr

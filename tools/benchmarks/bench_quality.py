@@ -24,6 +24,10 @@ line; suffixes found or given). The suite
      (:class:`E2ERefinerHead`), no diffusion;
    * ``plain-ddpm``: a conditional DDPM generating x0 from the features,
      no residual, no x̂0 input, no ensemble;
+   * ``resensemble-oof``: the shipped recipe on out-of-fold residuals:
+     ``--folds`` K more E2E learners, each trained without every K-th
+     training image, give x̂0 of the images they did not see (the E2E
+     learner trained on all images still gives x̂0 at test time);
 
 3. trains the E2E learner on for as long as the first variant's first
    seed took (its E2E cache included), the compute-matched alternative
@@ -87,7 +91,8 @@ from mmseg_resensemble.apis import (ConfusionCounter, evaluate_learners,
                                     load_run_config, train_or_reuse)
 from mmseg_resensemble.datasets import generate_shapes_dataset
 from mmseg_resensemble.datasets.folder_layout import (folder_dataset,
-                                                      inspect_folder)
+                                                      inspect_folder,
+                                                      write_split_file)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -193,6 +198,12 @@ def parse_args():
     parser.add_argument('--e2e-iters', type=int)
     parser.add_argument('--iters', '--res-iters', dest='res_iters', type=int)
     parser.add_argument('--out', help='JSON results')
+    parser.add_argument(
+        '--folds',
+        type=int,
+        default=3,
+        help='--variants resensemble-oof: the number K of out-of-fold E2E '
+        'learners, each trained on all training images but every K-th')
     parser.add_argument(
         '--eval-split',
         default='test',
@@ -368,6 +379,8 @@ PRETRAINED = osp.join(
 
 FOLDER_VARIANTS = {
     'resensemble': dict(),
+    # the same head on out-of-fold x̂0 (E2ECacheHook's out_of_fold)
+    'resensemble-oof': dict(),
     'paper': dict(diffusion=dict(prediction_type='epsilon')),
     'refiner-ce': dict(type='E2ERefinerHead'),
     'plain-ddpm': dict(residual_target=False, condition_on_e2e=False),
@@ -519,9 +532,17 @@ def e2e_config(args,
     return cfg
 
 
-def resensemble_config(args, layout, work_dir, e2e_cfg_file, e2e_ckpt, variant,
-                       seed, cache_dir) -> Config:
-    """The shipped ResEnsemble recipe on the folder, ``variant`` applied."""
+def resensemble_config(args,
+                       layout,
+                       work_dir,
+                       e2e_cfg_file,
+                       e2e_ckpt,
+                       variant,
+                       seed,
+                       cache_dir,
+                       out_of_fold=None) -> Config:
+    """The shipped ResEnsemble recipe on the folder, ``variant`` applied;
+    ``out_of_fold`` as :class:`E2ECacheHook`'s."""
     k = len(layout.classes)
     train, test, _ = folder_pipelines(args, layout, k, cache_dir)
     head = dict(
@@ -538,7 +559,10 @@ def resensemble_config(args, layout, work_dir, e2e_cfg_file, e2e_ckpt, variant,
             e2e=e2e_cfg_file, e2e_checkpoint=e2e_ckpt, decode_head=head),
         custom_hooks=[
             dict(type='ResEnsembleSanityCheckHook'),
-            dict(type='E2ECacheHook', cache_dir=cache_dir),
+            dict(
+                type='E2ECacheHook',
+                cache_dir=cache_dir,
+                out_of_fold=out_of_fold),
             dict(type='NonFiniteLossHook'),
             dict(type='RandomStateHook'),
         ],
@@ -547,6 +571,25 @@ def resensemble_config(args, layout, work_dir, e2e_cfg_file, e2e_ckpt, variant,
         **schedule(args.iters, seed, eta_min=1e-5))
     cfg.merge_from_dict(args.cfg_options)
     return cfg
+
+
+def fold_learners(args, layout, work_dir) -> list:
+    """``--folds`` E2E learners, each trained as the E2E learner but
+    without every ``--folds``-th training image (the images are dealt to
+    the folds in name order); ``out_of_fold`` of :class:`E2ECacheHook`."""
+    names = layout.splits['train']
+    folds = []
+    for i in range(args.folds):
+        fold_dir = osp.join(work_dir, f'e2e_fold{i}of{args.folds}')
+        held_out = write_split_file(
+            osp.join(fold_dir, 'held_out.txt'), names[i::args.folds])
+        kept = write_split_file(
+            osp.join(fold_dir, 'train.txt'),
+            [n for j, n in enumerate(names) if j % args.folds != i])
+        cfg = e2e_config(args, layout, fold_dir, args.e2e_iters, ann_file=kept)
+        ckpt, _ = timed_train(cfg)
+        folds.append(dict(checkpoint=ckpt, held_out=held_out))
+    return folds
 
 
 def converted_pretrained(args) -> Optional[str]:
@@ -727,13 +770,17 @@ def run_folder_suite(args):
         if variant == 'paper':
             # Algorithm 2 over all T steps, where test images are given
             samplers = ['ddim-1'] + (['ddpm'] if subset else [])
-        cache_dir = shared_cache
+        cache_dir, out_of_fold = shared_cache, None
+        if variant == 'resensemble-oof':
+            out_of_fold = fold_learners(args, layout, work_dir)
+            cache_dir = osp.join(work_dir, f'e2e_cache_oof{args.folds}')
         for seed in seeds:
             run_dir = osp.join(
                 work_dir,
                 f'{variant}_seed{seed}{run_suffix(args.cfg_options)}')
             rcfg = resensemble_config(args, layout, run_dir, e2e_cfg_file,
-                                      e2e_ckpt, variant, seed, cache_dir)
+                                      e2e_ckpt, variant, seed, cache_dir,
+                                      out_of_fold)
             ckpt, seconds = timed_train(rcfg)
             if head_seconds is None:
                 head_seconds = seconds

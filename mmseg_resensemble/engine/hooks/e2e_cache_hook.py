@@ -2,6 +2,7 @@
 """Build the E2E output cache before training (Algorithm 1: x̂0 = E2E(I0)
 needs no gradient and can be cached)."""
 import atexit
+import contextlib
 import copy
 import json
 import logging
@@ -18,6 +19,7 @@ from mmengine.dist import (all_reduce, barrier, broadcast_object_list,
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 from mmseg.registry import HOOKS
 from torch import Tensor
@@ -80,6 +82,18 @@ class E2ECacheHook(Hook):
         compress (bool): zlib-compress the entries. Defaults to True.
         rebuild (bool): Recompute every entry even if the cache is valid.
             Defaults to False.
+        out_of_fold (list[dict], optional): Out-of-fold x̂0, as stacking
+            trains its second learner: one ``dict(checkpoint=..., held_out=
+            ...)`` per fold, the weights of an E2E learner of the same
+            config trained without the fold's images, and those images
+            (an MMSeg ``ann_file``: a file with one name a line, the image
+            path relative to the image folder without its suffix, or a list
+            of such names). Each training image must be held out by exactly
+            one fold; its entry is computed by that fold's learner, and its
+            header names the learner (``learner='fold{i}'``, else
+            ``'e2e'``). The model's own E2E learner (trained on all images)
+            still gives x̂0 at test time. None (default): every entry comes
+            from the model's E2E learner.
     """
 
     priority = 'VERY_HIGH'
@@ -90,7 +104,8 @@ class E2ECacheHook(Hook):
                  pipeline: Optional[List[dict]] = None,
                  topk: Optional[int] = None,
                  compress: bool = True,
-                 rebuild: bool = False) -> None:
+                 rebuild: bool = False,
+                 out_of_fold: Optional[List[dict]] = None) -> None:
         if cache_dir is not None and (not isinstance(cache_dir, str)
                                       or not cache_dir):
             raise ValueError('cache_dir must be a non-empty str or None, '
@@ -100,6 +115,7 @@ class E2ECacheHook(Hook):
         if pipeline is not None and not isinstance(pipeline, (list, tuple)):
             raise ValueError('pipeline must be a list of transform dicts, '
                              f'got {pipeline!r}')
+        self.out_of_fold = self._check_folds(out_of_fold)
         self.cache_dir = cache_dir
         self.pipeline = pipeline
         self.topk = topk
@@ -163,6 +179,14 @@ class E2ECacheHook(Hook):
             num_classes,
             cfg=runner.cfg,
             topk=self.topk)
+        if self.out_of_fold is not None:
+            fields['out_of_fold'] = [
+                dict(
+                    checkpoint_sha256=file_sha256(fold['checkpoint']),
+                    held_out=sorted(fold['held_out']))
+                for fold in self.out_of_fold
+            ]
+        learners = self._learners(samples)
         digest = fingerprint_digest(fields)
         key_root = self._key_root(dataset, samples)
         store = E2ECacheStore(cache_dir)
@@ -193,8 +217,26 @@ class E2ECacheHook(Hook):
         barrier()
         meta = store.read_meta()
 
-        mine = samples[rank::world_size]
-        counts = self._fill(model, store, meta, pipeline, mine, rank)
+        counts = dict(reused=0, computed=0, repaired=0)
+        checkpoints = [f['checkpoint'] for f in (self.out_of_fold or [])]
+        for fold, checkpoint in enumerate([None] + checkpoints):
+            mine = [
+                info for info, learner in zip(samples, learners)
+                if learner == fold - 1
+            ][rank::world_size]
+            if not mine:
+                continue
+            with self._e2e_weights(model, checkpoint):
+                done = self._fill(
+                    model,
+                    store,
+                    meta,
+                    pipeline,
+                    mine,
+                    rank,
+                    learner='e2e' if checkpoint is None else f'fold{fold - 1}')
+            for k in counts:
+                counts[k] += done[k]
         total = torch.tensor(
             [counts['reused'], counts['computed'], counts['repaired']],
             dtype=torch.int64)
@@ -434,12 +476,98 @@ class E2ECacheHook(Hook):
         store.write_meta(**meta_kwargs)
 
     # ------------------------------------------------------------------
+    # out-of-fold learners
+    # ------------------------------------------------------------------
+    @staticmethod
+    def _check_folds(folds: Optional[List[dict]]) -> Optional[List[dict]]:
+        """Validate ``out_of_fold``; read the held-out names of each."""
+        if folds is None:
+            return None
+        if not isinstance(folds, (list, tuple)) or not folds:
+            raise ValueError('out_of_fold must be None or a non-empty list '
+                             f'of dict(checkpoint, held_out), got {folds!r}')
+        out = []
+        for i, fold in enumerate(folds):
+            if not isinstance(fold, dict) or set(fold) != {
+                    'checkpoint', 'held_out'
+            }:
+                raise ValueError(f'out_of_fold[{i}] must be dict(checkpoint='
+                                 f'..., held_out=...), got {fold!r}')
+            if not osp.isfile(fold['checkpoint']):
+                raise FileNotFoundError(
+                    f'out_of_fold[{i}].checkpoint {fold["checkpoint"]!r} '
+                    'does not exist')
+            names = fold['held_out']
+            if isinstance(names, str):
+                with open(names, encoding='utf-8') as f:
+                    names = [line.strip() for line in f if line.strip()]
+            names = [str(n).replace(os.sep, '/').strip('/') for n in names]
+            if not names:
+                raise ValueError(f'out_of_fold[{i}] holds out no image')
+            out.append(dict(checkpoint=fold['checkpoint'], held_out=names))
+        return out
+
+    def _learners(self, samples: List[dict]) -> List[int]:
+        """Per training image, the fold that holds it out (-1: none, the
+        model's E2E learner computes its entry)."""
+        if self.out_of_fold is None:
+            return [-1] * len(samples)
+        by_name: Dict[str, int] = {}
+        for i, fold in enumerate(self.out_of_fold):
+            for name in fold['held_out']:
+                if by_name.setdefault(name, i) != i:
+                    raise ValueError(f'image {name!r} is held out by folds '
+                                     f'{by_name[name]} and {i}')
+        learners = []
+        for info in samples:
+            stem = osp.splitext(info['img_path'])[0].replace(os.sep, '/')
+            parts = stem.split('/')
+            found = {
+                by_name['/'.join(parts[i:])]
+                for i in range(len(parts)) if '/'.join(parts[i:]) in by_name
+            }
+            if len(found) != 1:
+                raise ValueError(
+                    f'training image {info["img_path"]} is held out by '
+                    f'{len(found)} folds of out_of_fold; it must be by '
+                    'exactly one')
+            learners.append(found.pop())
+        return learners
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _e2e_weights(model: torch.nn.Module, checkpoint: Optional[str]):
+        """The E2E learner with the weights of ``checkpoint`` (None: its
+        own) inside the block; its own weights again after it."""
+        if checkpoint is None:
+            yield
+            return
+        own = {k: v.clone() for k, v in model.e2e.state_dict().items()}
+        try:
+            load_checkpoint(
+                model.e2e,
+                checkpoint,
+                map_location='cpu',
+                strict=True,
+                logger='current',
+                revise_keys=[(r'^module\.', '')])
+            yield
+        finally:
+            model.e2e.load_state_dict(own)
+
+    # ------------------------------------------------------------------
     # computing x̂0
     # ------------------------------------------------------------------
-    def _fill(self, model: torch.nn.Module, store: E2ECacheStore, meta: dict,
-              pipeline: Compose, samples: List[dict],
-              rank: int) -> Dict[str, int]:
-        """Check this rank's entries; compute the missing or invalid."""
+    def _fill(self,
+              model: torch.nn.Module,
+              store: E2ECacheStore,
+              meta: dict,
+              pipeline: Compose,
+              samples: List[dict],
+              rank: int,
+              learner: str = 'e2e') -> Dict[str, int]:
+        """Check this rank's entries; compute the missing or invalid with
+        the E2E learner's current weights, naming them ``learner``."""
         counts = dict(reused=0, computed=0, repaired=0)
         bar = ProgressBar(len(samples)) if rank == 0 and samples else None
         for info in samples:
@@ -460,7 +588,8 @@ class E2ECacheHook(Hook):
                     probs,
                     meta=meta,
                     compress=self.compress,
-                    img_bytes=_file_size(info['img_path']))
+                    img_bytes=_file_size(info['img_path']),
+                    learner=learner)
                 counts['computed'] += 1
             if bar is not None:
                 bar.update()
