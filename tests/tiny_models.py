@@ -87,8 +87,8 @@ def head_cfg(num_classes=K, **kwargs):
         input_transform='resize_concat',
         channels=16,
         num_classes=num_classes,
-        num_blocks=2,
-        dilations=(1, 2),
+        denoiser=dict(
+            type='DilatedResDenoiser', num_blocks=2, dilations=(1, 2)),
         norm_cfg=dict(type='GN', num_groups=4),
         diffusion=dict(num_timesteps=20))
     cfg.update(kwargs)

@@ -36,7 +36,6 @@ import os
 import os.path as osp
 import re
 import socket
-import tempfile
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -44,12 +43,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils.atomic_write import (atomic_write, is_partial_file,
+                                  remove_partial_files)
+
 FORMAT_NAME = 'resensemble-e2e-cache'
 FORMAT_VERSION = 1
 META_FILE = 'meta.json'
 ENTRIES_DIR = 'entries'
 USERS_DIR = 'users'
-TMP_PREFIX = '.tmp-'
 # quantisation scale: probabilities are stored as round(p * 255) in uint8
 QUANT_MAX = 255
 
@@ -184,23 +185,6 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def _atomic_write(path: str, write_fn) -> None:
-    """Write ``path`` through a temporary file in its folder + replace."""
-    folder = osp.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class E2ECacheStore:
     """Read and write one E2E cache directory.
 
@@ -307,7 +291,7 @@ class E2ECacheStore:
         os.makedirs(self.entries_dir, exist_ok=True)
         text = json.dumps(
             json.loads(canonical_json(meta)), indent=2, sort_keys=True)
-        _atomic_write(self.meta_path, lambda f: f.write(text.encode()))
+        atomic_write(self.meta_path, lambda f: f.write(text.encode()), 0o644)
         return meta
 
     # ------------------------------------------------------------------
@@ -365,7 +349,7 @@ class E2ECacheStore:
         path = self.entry_path(key)
         os.makedirs(self.entries_dir, exist_ok=True)
         save = np.savez_compressed if compress else np.savez
-        _atomic_write(path, lambda f: save(f, **arrays))
+        atomic_write(path, lambda f: save(f, **arrays), 0o644)
         return path
 
     def read_entry(self, key: str, *, meta: dict) -> Tuple[np.ndarray, dict]:
@@ -490,7 +474,7 @@ class E2ECacheStore:
         return {
             name: osp.join(self.entries_dir, name)
             for name in os.listdir(self.entries_dir)
-            if name.endswith('.npz') and not name.startswith(TMP_PREFIX)
+            if name.endswith('.npz') and not is_partial_file(name)
         }
 
     def remove_entries(self) -> int:
@@ -503,21 +487,9 @@ class E2ECacheStore:
     def remove_stale_tmp(self, max_age_s: float = 3600.) -> int:
         """Delete temporary files older than ``max_age_s`` seconds (left by
         killed writers; younger ones may belong to a live writer)."""
-        removed = 0
-        for folder in (self.cache_dir, self.entries_dir, self.users_dir):
-            if not osp.isdir(folder):
-                continue
-            for name in os.listdir(folder):
-                path = osp.join(folder, name)
-                if not name.startswith(TMP_PREFIX):
-                    continue
-                try:
-                    if time.time() - os.stat(path).st_mtime > max_age_s:
-                        os.remove(path)
-                        removed += 1
-                except FileNotFoundError:
-                    pass
-        return removed
+        return sum(
+            len(remove_partial_files(folder, max_age_s))
+            for folder in (self.cache_dir, self.entries_dir, self.users_dir))
 
     # ------------------------------------------------------------------
     # runs using the cache
@@ -551,7 +523,7 @@ class E2ECacheStore:
             host=host,
             pid=pid,
             since=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
-        _atomic_write(path, lambda f: f.write(json.dumps(me).encode()))
+        atomic_write(path, lambda f: f.write(json.dumps(me).encode()), 0o644)
         others = []
         for name in sorted(os.listdir(self.users_dir)):
             other_path = osp.join(self.users_dir, name)

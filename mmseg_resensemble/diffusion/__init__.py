@@ -1,10 +1,15 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """Network-free Gaussian diffusion (DDPM/DDIM) of ResEnsemble-DDPM."""
-from .gaussian_diffusion import (PREDICTION_TYPES, SAMPLERS, GaussianDiffusion,
-                                 check_prediction_type)
+from .defaults import DIFFUSION, SAMPLING
+from .gaussian_diffusion import (PREDICTION_TYPES, GaussianDiffusion,
+                                 check_prediction_type, draw_noise)
+from .samplers import (SAMPLERS, DDIMSampler, DDPMSampler, Sampler, StepOutput,
+                       register_sampler)
 from .schedules import BETA_SCHEDULES, get_beta_schedule
 
 __all__ = [
     'GaussianDiffusion', 'get_beta_schedule', 'SAMPLERS', 'BETA_SCHEDULES',
-    'PREDICTION_TYPES', 'check_prediction_type'
+    'PREDICTION_TYPES', 'check_prediction_type', 'draw_noise', 'DIFFUSION',
+    'SAMPLING', 'Sampler', 'DDPMSampler', 'DDIMSampler', 'StepOutput',
+    'register_sampler'
 ]

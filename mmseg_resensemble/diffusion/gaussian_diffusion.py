@@ -5,15 +5,16 @@ Equation numbers without a citation refer to the ResEnsemble-DDPM paper
 (Shi, Dong et al. 2023); the DDIM update follows Song et al. 2021, Eq. 12.
 Timesteps are 0-based: index ``t`` is the paper's timestep ``t + 1``.
 """
-import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
 
+from .defaults import DIFFUSION, SAMPLING
+from .samplers import SAMPLERS, StepOutput
 from .schedules import get_beta_schedule
 
-SAMPLERS = ('ddpm', 'ddim')
 # what the network predicts: the noise (Ho et al. 2020; the paper), x_0
 # itself, or v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans &
 # Ho 2022)
@@ -37,8 +38,12 @@ def _extract_into_tensor(
         device: Optional[torch.device] = None) -> torch.Tensor:
     """Gather ``arr[timesteps]`` and broadcast it to ``broadcast_shape``.
 
+    The gather happens on ``timesteps``' device (a no-op move when ``arr``
+    is there already, as the schedule of :class:`GaussianDiffusion`): no
+    device-to-host copy.
+
     Args:
-        arr (Tensor): float64 CPU schedule of shape ``(T,)``.
+        arr (Tensor): float64 schedule of shape ``(T,)``.
         timesteps (Tensor): LongTensor of shape ``(N,)``, 0-based.
         broadcast_shape (Sequence[int]): Target shape ``(N, C, H, W)``.
         dtype (torch.dtype, optional): Target dtype; defaults to ``arr``'s.
@@ -51,64 +56,101 @@ def _extract_into_tensor(
     assert timesteps.ndim == 1 and timesteps.shape[0] == broadcast_shape[0], (
         f'timesteps must have shape ({broadcast_shape[0]},), got '
         f'{tuple(timesteps.shape)}')
-    device = timesteps.device if device is None else device
-    res = arr[timesteps.cpu()].to(device=device, dtype=dtype or arr.dtype)
+    res = arr.to(timesteps.device)[timesteps]
+    res = res.to(device=device or timesteps.device, dtype=dtype or arr.dtype)
     return res.reshape((-1, ) + (1, ) * (len(broadcast_shape) - 1)).expand(
         tuple(broadcast_shape))
 
 
-class GaussianDiffusion:
+class GaussianDiffusion(nn.Module):
     """Gaussian diffusion of Ho et al. 2020 as used by ResEnsemble-DDPM.
 
-    A plain Python class (not an ``nn.Module``). The schedule arrays are
-    float64 CPU tensors of shape ``(T,)`` and are cast to the dtype and
-    device of the input at use. The denoising network is never called
-    except through the ``eps_fn`` callback of :meth:`sample`.
+    Network-free: an ``nn.Module`` only so that its schedule follows the
+    model to its device. The schedule is computed once in float64 and kept
+    as tensors of shape ``(T,)`` (not in the state dict): ``model.cuda()``
+    moves them, and every gather happens on the device.
+    Coefficients are cast to the input's dtype at use. The denoising
+    network is never called except through the ``model_fn`` callback of
+    :meth:`sample`; the update of each sampler lives in
+    :mod:`~mmseg_resensemble.diffusion.samplers`.
+
+    Defaults are the paper's (:data:`~.defaults.DIFFUSION`).
 
     Args:
         num_timesteps (int): Number of diffusion steps ``T``.
         beta_schedule (str): ``'linear'`` (Eq. 24) or ``'cosine'``.
         beta_start (float): ``beta_1`` of the linear schedule.
         beta_end (float): ``beta_T`` of the linear schedule.
+        prediction_type (str): What the network outputs, one of
+            :data:`PREDICTION_TYPES`: 'epsilon' (the noise, the paper),
+            'sample' (``x_0``) or 'v'. :meth:`training_target` gives its
+            target and :meth:`predict_start_and_eps` interprets it.
+        check_args (bool): Check the timesteps of every
+            :meth:`q_sample`/``predict_*`` call (a device-to-host copy of
+            ``t`` on an accelerator): for debugging and standalone use.
+            Models built from a config pass False: their steps are valid by
+            construction. Defaults to True.
     """
 
     def __init__(self,
-                 num_timesteps: int = 1000,
-                 beta_schedule: str = 'linear',
+                 num_timesteps: int = DIFFUSION['num_timesteps'],
+                 beta_schedule: str = DIFFUSION['beta_schedule'],
                  *,
-                 beta_start: float = 1e-4,
-                 beta_end: float = 2e-2) -> None:
+                 beta_start: float = DIFFUSION['beta_start'],
+                 beta_end: float = DIFFUSION['beta_end'],
+                 prediction_type: str = DIFFUSION['prediction_type'],
+                 check_args: bool = True) -> None:
+        super().__init__()
         betas = get_beta_schedule(beta_schedule, num_timesteps, beta_start,
                                   beta_end)
+        check_prediction_type(prediction_type)
         self.num_timesteps = int(num_timesteps)
         self.beta_schedule = beta_schedule
+        self.prediction_type = prediction_type
+        self.check_args = bool(check_args)
         alphas = 1.0 - betas
         alphas_cumprod = np.cumprod(alphas)  # alpha_bar_t = prod_s alpha_s
         alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
         # Eq. 22-23: posterior variance beta_tilde_t (0 at t = 1).
         posterior_variance = (
             betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod))
-
-        def as_tensor(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, np.float64))
-
-        self.betas = as_tensor(betas)
-        self.alphas = as_tensor(alphas)
-        self.alphas_cumprod = as_tensor(alphas_cumprod)
-        self.alphas_cumprod_prev = as_tensor(alphas_cumprod_prev)
-        self.sqrt_alphas_cumprod = as_tensor(np.sqrt(alphas_cumprod))
-        self.sqrt_one_minus_alphas_cumprod = as_tensor(
-            np.sqrt(1.0 - alphas_cumprod))
-        self.sqrt_recip_alphas_cumprod = as_tensor(
-            np.sqrt(1.0 / alphas_cumprod))
-        self.sqrt_recipm1_alphas_cumprod = as_tensor(
-            np.sqrt(1.0 / alphas_cumprod - 1.0))
-        self.sqrt_recip_alphas = as_tensor(np.sqrt(1.0 / alphas))
-        self.posterior_variance = as_tensor(posterior_variance)
+        schedule = dict(
+            betas=betas,
+            alphas_cumprod=alphas_cumprod,
+            alphas_cumprod_prev=alphas_cumprod_prev,
+            sqrt_alphas_cumprod=np.sqrt(alphas_cumprod),
+            sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - alphas_cumprod),
+            sqrt_recip_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod),
+            sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod - 1.0),
+            sqrt_recip_alphas=np.sqrt(1.0 / alphas),
+            posterior_variance=posterior_variance)
+        self._schedule_names = tuple(schedule)
+        for name, arr in schedule.items():
+            setattr(self, name,
+                    torch.from_numpy(np.ascontiguousarray(arr, np.float64)))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_timesteps='
-                f'{self.num_timesteps}, beta_schedule={self.beta_schedule!r})')
+                f'{self.num_timesteps}, beta_schedule={self.beta_schedule!r}, '
+                f'prediction_type={self.prediction_type!r})')
+
+    def _apply(self, fn, *args, **kwargs):
+        # the schedule follows the module's device (``model.cuda()``) but
+        # stays float64 whatever the model is cast to (``model.half()``);
+        # it is no buffer, so neither the state dict nor DDP's buffer
+        # broadcast carries it
+        device = fn(self.betas.new_zeros(())).device
+        for name in self._schedule_names:
+            setattr(self, name, getattr(self, name).to(device))
+        return super()._apply(fn, *args, **kwargs)
+
+    def _coef(self, arr: torch.Tensor, t: Union[int, torch.Tensor],
+              x: torch.Tensor) -> torch.Tensor:
+        """``arr[t]`` to scale ``x``: a 0-dim tensor for an int ``t``, else
+        gathered and broadcast to ``x``'s shape and dtype."""
+        if isinstance(t, int):
+            return arr[t]
+        return _extract_into_tensor(arr, t, x.shape, dtype=x.dtype)
 
     # ------------------------------------------------------------------
     # Forward process and x_0 prediction
@@ -116,13 +158,18 @@ class GaussianDiffusion:
     def _check_t(self, t: torch.Tensor, x: torch.Tensor) -> None:
         assert t.ndim == 1 and t.shape[0] == x.shape[0], (
             f't must have shape ({x.shape[0]},), got {tuple(t.shape)}')
-        t_cpu = t.cpu()
+        if not self.check_args:
+            return
+        t_cpu = t.cpu()  # a device-to-host copy: debugging only
         if t_cpu.numel() and (t_cpu.min() < 0
                               or t_cpu.max() >= self.num_timesteps):
             raise ValueError(
                 f'timesteps must lie in [0, {self.num_timesteps - 1}], got '
                 f'{t_cpu.tolist()}')
 
+    # ------------------------------------------------------------------
+    # Forward process and the network's output
+    # ------------------------------------------------------------------
     def q_sample(self,
                  x_start: torch.Tensor,
                  t: torch.Tensor,
@@ -151,12 +198,10 @@ class GaussianDiffusion:
         assert noise.shape == x_start.shape, (
             f'noise shape {tuple(noise.shape)} != x_start shape '
             f'{tuple(x_start.shape)}')
-        kw = dict(dtype=x_start.dtype, device=x_start.device)
         # Eq. 5: q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
-        return (_extract_into_tensor(self.sqrt_alphas_cumprod, t,
-                                     x_start.shape, **kw) * x_start +
-                _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t,
-                                     x_start.shape, **kw) * noise)
+        return (
+            self._coef(self.sqrt_alphas_cumprod, t, x_start) * x_start +
+            self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise)
 
     def predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor,
                                 eps: torch.Tensor) -> torch.Tensor:
@@ -166,20 +211,19 @@ class GaussianDiffusion:
 
         Args:
             x_t (Tensor): Shape ``(N, C, H, W)``.
-            t (Tensor): LongTensor of shape ``(N,)``, 0-based steps.
+            t (Tensor | int): LongTensor of shape ``(N,)`` or one int,
+                0-based steps.
             eps (Tensor): Predicted noise of ``x_t``'s shape.
 
         Returns:
             Tensor: Predicted ``x_0`` with ``x_t``'s shape and dtype.
         """
-        self._check_t(t, x_t)
+        if not isinstance(t, int):
+            self._check_t(t, x_t)
         assert eps.shape == x_t.shape, (
             f'eps shape {tuple(eps.shape)} != x_t shape {tuple(x_t.shape)}')
-        kw = dict(dtype=x_t.dtype, device=x_t.device)
-        return (_extract_into_tensor(self.sqrt_recip_alphas_cumprod, t,
-                                     x_t.shape, **kw) * x_t -
-                _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t,
-                                     x_t.shape, **kw) * eps)
+        return (self._coef(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t -
+                self._coef(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
     def predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor,
                                 x_start: torch.Tensor) -> torch.Tensor:
@@ -190,195 +234,157 @@ class GaussianDiffusion:
 
         Args:
             x_t (Tensor): Shape ``(N, C, H, W)``.
-            t (Tensor): LongTensor of shape ``(N,)``, 0-based steps.
+            t (Tensor | int): LongTensor of shape ``(N,)`` or one int,
+                0-based steps.
             x_start (Tensor): ``x_0`` of ``x_t``'s shape.
 
         Returns:
             Tensor: The noise, with ``x_t``'s shape and dtype.
         """
-        self._check_t(t, x_t)
+        if not isinstance(t, int):
+            self._check_t(t, x_t)
         assert x_start.shape == x_t.shape, (x_start.shape, x_t.shape)
-        kw = dict(dtype=x_t.dtype, device=x_t.device)
-        return ((_extract_into_tensor(self.sqrt_recip_alphas_cumprod, t,
-                                      x_t.shape, **kw) * x_t - x_start) /
-                _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t,
-                                     x_t.shape, **kw))
+        return ((self._coef(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t -
+                 x_start) /
+                self._coef(self.sqrt_recipm1_alphas_cumprod, t, x_t))
 
-    def training_target(self, prediction_type: str, x_start: torch.Tensor,
-                        t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def training_target(self, x_start: torch.Tensor, t: torch.Tensor,
+                        noise: torch.Tensor) -> torch.Tensor:
         """What the network learns to output for ``x_t = q_sample(...)``.
 
         Args:
-            prediction_type (str): One of :data:`PREDICTION_TYPES`.
             x_start (Tensor): ``x_0`` of shape ``(N, C, H, W)``.
             t (Tensor): LongTensor of shape ``(N,)``, 0-based steps.
             noise (Tensor): The noise of ``q_sample``.
 
         Returns:
-            Tensor: ``noise`` ('epsilon'), ``x_start`` ('sample') or
-            ``v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x_0``.
+            Tensor: By ``prediction_type``: ``noise`` ('epsilon'),
+            ``x_start`` ('sample') or ``v = sqrt(alpha_bar_t) noise -
+            sqrt(1 - alpha_bar_t) x_0``.
         """
-        check_prediction_type(prediction_type)
-        if prediction_type == 'epsilon':
+        if self.prediction_type == 'epsilon':
             return noise
-        if prediction_type == 'sample':
+        if self.prediction_type == 'sample':
             return x_start
         self._check_t(t, x_start)
-        kw = dict(dtype=x_start.dtype, device=x_start.device)
-        return (_extract_into_tensor(self.sqrt_alphas_cumprod, t,
-                                     x_start.shape, **kw) * noise -
-                _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t,
-                                     x_start.shape, **kw) * x_start)
+        return (self._coef(self.sqrt_alphas_cumprod, t, x_start) * noise -
+                self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_start) *
+                x_start)
 
-    def eps_from_model_output(self, prediction_type: str,
-                              model_output: torch.Tensor, x_t: torch.Tensor,
-                              t: torch.Tensor) -> torch.Tensor:
-        """Convert a network output of ``prediction_type`` to the noise.
+    def predict_start_and_eps(
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: Union[int, torch.Tensor],
+        *,
+        clip_denoised: Optional[float] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Interpret a network output once: the predicted ``x_0`` and noise.
+
+        As improved-diffusion's ``p_mean_variance``: the output is read by
+        ``prediction_type``; with ``clip_denoised`` the ``x_0`` is clipped
+        to ``[-c, c]`` and the noise re-derived from it, so the two stay
+        consistent.
 
         Args:
-            prediction_type (str): One of :data:`PREDICTION_TYPES`.
             model_output (Tensor): Network output of ``x_t``'s shape.
             x_t (Tensor): Shape ``(N, C, H, W)``.
-            t (Tensor): LongTensor of shape ``(N,)``, 0-based steps.
+            t (int | Tensor): The 0-based step, one int or a LongTensor
+                ``(N,)``.
+            clip_denoised (float, optional): The bound ``c``; None does not
+                clip.
 
         Returns:
-            Tensor: The predicted noise.
+            tuple[Tensor, Tensor]: ``x_0`` and ``eps``, each with ``x_t``'s
+            shape and dtype.
         """
-        check_prediction_type(prediction_type)
-        if prediction_type == 'epsilon':
-            return model_output
-        if prediction_type == 'sample':
-            return self.predict_eps_from_xstart(x_t, t, model_output)
-        # v: x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v
-        kw = dict(dtype=x_t.dtype, device=x_t.device)
-        x_start = (
-            _extract_into_tensor(self.sqrt_alphas_cumprod, t, x_t.shape, **kw)
-            * x_t - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t,
-                                         x_t.shape, **kw) * model_output)
-        return self.predict_eps_from_xstart(x_t, t, x_start)
+        out = model_output.to(x_t.dtype)
+        if self.prediction_type == 'epsilon':
+            x0, eps = self.predict_xstart_from_eps(x_t, t, out), out
+        elif self.prediction_type == 'sample':
+            x0, eps = out, None
+        else:  # v: x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v
+            x0, eps = (self._coef(self.sqrt_alphas_cumprod, t, x_t) * x_t -
+                       self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_t) *
+                       out), None
+        if clip_denoised is not None:
+            x0, eps = x0.clamp(-clip_denoised, clip_denoised), None
+        if eps is None:
+            eps = self.predict_eps_from_xstart(x_t, t, x0)
+        return x0, eps
 
     # ------------------------------------------------------------------
     # Reverse process
     # ------------------------------------------------------------------
-    def _check_step(self, model_output: torch.Tensor, t: int,
-                    x_t: torch.Tensor, noise: Optional[torch.Tensor]) -> None:
-        if not 0 <= t < self.num_timesteps:
-            raise ValueError(
-                f't must lie in [0, {self.num_timesteps - 1}], got {t!r}')
-        assert model_output.shape == x_t.shape, (
-            f'model_output shape {tuple(model_output.shape)} != x_t shape '
-            f'{tuple(x_t.shape)}')
-        assert noise is None or noise.shape == x_t.shape, (
-            f'noise shape {tuple(noise.shape)} != x_t shape '
-            f'{tuple(x_t.shape)}')
-
-    def ddpm_step(self,
-                  model_output: torch.Tensor,
-                  t: int,
-                  x_t: torch.Tensor,
-                  *,
-                  noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """One ancestral DDPM step ``x_t -> x_{t-1}`` (Algorithm 2).
-
-        ``x_{t-1} = 1/sqrt(alpha_t) * (x_t - beta_t / sqrt(1 - alpha_bar_t)
-        * eps) + sigma_t * z`` with ``sigma_t^2 = beta_tilde_t``.
+    def step(self,
+             sampler: str,
+             model_output: torch.Tensor,
+             t: int,
+             t_prev: int,
+             x_t: torch.Tensor,
+             *,
+             eta: float = 0.0,
+             noise: Optional[torch.Tensor] = None,
+             clip_denoised: Optional[float] = None) -> StepOutput:
+        """One reverse step of ``sampler``
+        (:meth:`~.samplers.Sampler.step`).
 
         Args:
-            model_output (Tensor): Predicted noise ``eps_theta(x_t, t)`` of
-                shape ``(N, C, H, W)``.
-            t (int): Current 0-based step (paper's ``t + 1``).
-            x_t (Tensor): Current sample of shape ``(N, C, H, W)``.
-            noise (Tensor, optional): ``z`` of ``x_t``'s shape;
-                ``torch.randn_like(x_t)`` if None. Ignored at ``t = 0``
-                (``z = 0`` at the paper's last step ``t = 1``).
-
-        Returns:
-            Tensor: ``x_{t-1}`` with ``x_t``'s shape and dtype.
-        """
-        self._check_step(model_output, t, x_t, noise)
-        eps = model_output.to(x_t.dtype)
-        eps_coef = (self.betas[t] /
-                    self.sqrt_one_minus_alphas_cumprod[t]).item()
-        # Eq. 10: mu_theta = (x_t - beta_t / sqrt(1 - a_bar_t) eps) / sqrt(a_t)
-        mean = self.sqrt_recip_alphas[t].item() * (x_t - eps_coef * eps)
-        if t == 0:
-            return mean
-        if noise is None:
-            noise = torch.randn_like(x_t)
-        # Eq. 22-23: sigma_t^2 = beta_tilde_t.
-        sigma = math.sqrt(self.posterior_variance[t].item())
-        return mean + sigma * noise.to(device=x_t.device, dtype=x_t.dtype)
-
-    def ddim_step(self,
-                  model_output: torch.Tensor,
-                  t: int,
-                  t_prev: int,
-                  x_t: torch.Tensor,
-                  *,
-                  eta: float = 0.0,
-                  noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """One DDIM step ``x_t -> x_{t_prev}`` (Song et al. 2021, Eq. 12).
-
-        Args:
-            model_output (Tensor): Predicted noise of shape ``(N, C, H, W)``.
+            sampler (str): A key of :data:`~.samplers.SAMPLERS`.
+            model_output (Tensor): The network's output at ``(x_t, t)``.
             t (int): Current 0-based step.
-            t_prev (int): Next 0-based step, ``-1 <= t_prev < t``; ``-1``
-                means ``alpha_bar_prev = 1`` (the step returns ``x_0``).
-            x_t (Tensor): Current sample of shape ``(N, C, H, W)``.
-            eta (float): Stochasticity; 0 is deterministic DDIM, 1 with
-                consecutive steps equals DDPM. Defaults to 0.
-            noise (Tensor, optional): ``z`` of ``x_t``'s shape, used only
-                if ``sigma > 0``; ``torch.randn_like(x_t)`` if None.
+            t_prev (int): Next 0-based step (``-1``: the end).
+            x_t (Tensor): Current sample ``(N, C, H, W)``.
+            eta (float): DDIM stochasticity.
+            noise (Tensor, optional): ``z``; drawn if None and needed.
+            clip_denoised (float, optional): Clip the predicted ``x_0``.
 
         Returns:
-            Tensor: ``x_{t_prev}`` with ``x_t``'s shape and dtype.
+            StepOutput: ``prev_sample``, ``pred_x0`` and ``pred_eps``.
         """
-        self._check_step(model_output, t, x_t, noise)
-        if not -1 <= t_prev < t:
-            raise ValueError(f't_prev must lie in [-1, {t - 1}], got '
-                             f'{t_prev!r}')
-        if eta < 0:
-            raise ValueError(f'eta must be >= 0, got {eta!r}')
-        eps = model_output.to(x_t.dtype)
-        a_t = self.alphas_cumprod[t].item()
-        a_prev = self.alphas_cumprod[t_prev].item() if t_prev >= 0 else 1.0
-        # Song et al. 2021, Eq. 12: predicted x_0, then re-noise to t_prev.
-        x0_pred = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
-        sigma = eta * math.sqrt(
-            (1.0 - a_prev) / (1.0 - a_t)) * math.sqrt(1.0 - a_t / a_prev)
-        dir_coef = math.sqrt(max(1.0 - a_prev - sigma**2, 0.0))
-        x_prev = math.sqrt(a_prev) * x0_pred + dir_coef * eps
-        if sigma > 0:
-            if noise is None:
-                noise = torch.randn_like(x_t)
-            x_prev = x_prev + sigma * noise.to(
-                device=x_t.device, dtype=x_t.dtype)
-        return x_prev
+        return self._sampler(sampler).step(
+            self,
+            model_output,
+            t,
+            t_prev,
+            x_t,
+            eta=eta,
+            noise=noise,
+            clip_denoised=clip_denoised)
+
+    @staticmethod
+    def _sampler(name: str, prefix: str = ''):
+        if name not in SAMPLERS:
+            raise ValueError(f'{prefix}sampler={name!r} is not one of '
+                             f'{list(SAMPLERS)}')
+        return SAMPLERS[name]
 
     def check_sampler(self,
                       sampler: str,
                       num_steps: Optional[int] = None,
                       *,
                       start_step: Optional[int] = None,
+                      eta: float = 0.0,
+                      clip_denoised: Optional[float] = None,
                       prefix: str = '') -> int:
-        """Raise ``ValueError`` naming a bad ``sampler``, ``num_steps`` or
-        ``start_step``.
+        """Raise ``ValueError`` naming a bad sampling option: the one check
+        of the options of :meth:`sample`, run on the host before any work.
 
         Args:
-            sampler (str): One of :data:`SAMPLERS`.
+            sampler (str): A key of :data:`~.samplers.SAMPLERS`.
             num_steps (int, optional): ``1 <= K <= T'``; None means all
                 ``T'`` steps, the only choice for 'ddpm'.
             start_step (int, optional): ``T'``, the (1-based) step the
                 reverse process starts at, ``1 <= T' <= T``; None means T.
+            eta (float): ``>= 0``.
+            clip_denoised (float, optional): ``> 0`` or None.
             prefix (str): Put before the option names in the messages,
                 e.g. ``'test_cfg.'``.
 
         Returns:
             int: The number of sampling steps K.
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f'{prefix}sampler={sampler!r} is not one of '
-                             f'{list(SAMPLERS)}')
+        impl = self._sampler(sampler, prefix)
         T = self.num_timesteps
         if start_step is not None and (isinstance(
                 start_step, bool) or not isinstance(start_step,
@@ -390,12 +396,17 @@ class GaussianDiffusion:
         K = start if num_steps is None else num_steps
         # raises unless K is an integer in [1, T']
         self.timesteps(K, start_step=start)
-        if sampler == 'ddpm' and K != start:
+        if impl.all_steps_only and K != start:
             raise ValueError(
-                f"{prefix}sampler='ddpm' runs all {start} steps "
+                f'{prefix}sampler={sampler!r} runs all {start} steps '
                 f'({prefix}num_steps=None), got {prefix}num_steps={K}; use '
                 f"{prefix}sampler='ddim' for fewer")
-        return K
+        if eta < 0:
+            raise ValueError(f'{prefix}eta must be >= 0, got {eta!r}')
+        if clip_denoised is not None and clip_denoised <= 0:
+            raise ValueError(f'{prefix}clip_denoised must be > 0 or None, '
+                             f'got {clip_denoised!r}')
+        return int(K)
 
     def timesteps(self,
                   num_steps: int,
@@ -415,6 +426,12 @@ class GaussianDiffusion:
         Returns:
             Tensor: LongTensor of shape ``(K,)``, strictly decreasing.
         """
+        return torch.tensor(
+            self._timestep_list(num_steps, start_step), dtype=torch.long)
+
+    def _timestep_list(self, num_steps: int,
+                       start_step: Optional[int]) -> list:
+        """:meth:`timesteps` as Python ints (the sampling loop's)."""
         T = self.num_timesteps if start_step is None else int(start_step)
         if (isinstance(num_steps, bool)
                 or not isinstance(num_steps, (int, np.integer))
@@ -422,24 +439,31 @@ class GaussianDiffusion:
             raise ValueError(f'num_steps must be an integer in [1, {T}], got '
                              f'{num_steps!r}')
         K = int(num_steps)
-        steps = [(2 * k * T + K) // (2 * K) - 1 for k in range(K, 0, -1)]
-        return torch.tensor(steps, dtype=torch.long)
+        return [(2 * k * T + K) // (2 * K) - 1 for k in range(K, 0, -1)]
 
     @torch.no_grad()
-    def sample(self,
-               eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               shape: Sequence[int],
-               *,
-               sampler: str = 'ddpm',
-               num_steps: Optional[int] = None,
-               eta: float = 0.0,
-               generator: Optional[torch.Generator] = None,
-               noise: Optional[torch.Tensor] = None,
-               device: Optional[torch.device] = None,
-               dtype: torch.dtype = torch.float32,
-               clip_denoised: Optional[float] = None,
-               start_step: Optional[int] = None) -> torch.Tensor:
+    def sample(
+            self,
+            model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+            shape: Sequence[int],
+            *,
+            sampler: str = SAMPLING['sampler'],
+            num_steps: Optional[int] = SAMPLING['num_steps'],
+            eta: float = SAMPLING['eta'],
+            generator: Optional[torch.Generator] = None,
+            noise: Optional[torch.Tensor] = None,
+            device: Optional[torch.device] = None,
+            dtype: torch.dtype = torch.float32,
+            clip_denoised: Optional[float] = SAMPLING['clip_denoised'],
+            start_step: Optional[int] = SAMPLING['start_step']
+    ) -> torch.Tensor:
         """Run the reverse process from ``x_T`` to ``x_0`` (Algorithm 2).
+
+        The loop calls ``model_fn`` once per step and hands its output to
+        the sampler's step (:mod:`~mmseg_resensemble.diffusion.samplers`),
+        which interprets it by ``prediction_type`` and clips it once. The
+        steps are Python ints and the schedule is gathered on the device:
+        the loop never copies from the device to the host.
 
         With ``start_step`` T' < T the process is truncated: it starts
         from ``noise`` taken as ``x_T'`` (for instance an initial estimate
@@ -453,12 +477,15 @@ class GaussianDiffusion:
         Draws are float32 on the generator's device, then moved to
         ``device``/``dtype``, so results do not depend on the target.
 
+        Defaults are the paper's Algorithm 2 (:data:`~.defaults.SAMPLING`).
+
         Args:
-            eps_fn (Callable): ``eps_fn(x_t, t)`` returns the predicted noise
-                of ``x_t``'s shape; ``t`` is a LongTensor ``(N,)`` filled
-                with the current 0-based step.
+            model_fn (Callable): ``model_fn(x_t, t)`` returns the network's
+                output (of ``prediction_type``) of ``x_t``'s shape; ``t`` is
+                a LongTensor ``(N,)`` filled with the current 0-based step.
             shape (Sequence[int]): ``(N, C, H, W)``.
-            sampler (str): ``'ddpm'`` or ``'ddim'``.
+            sampler (str): A key of :data:`~.samplers.SAMPLERS`:
+                ``'ddpm'`` or ``'ddim'``.
             num_steps (int, optional): Number of steps ``K``; None means all
                 ``T``. ``'ddpm'`` only supports ``T``.
             eta (float): DDIM stochasticity (>= 0); ignored by ``'ddpm'``.
@@ -469,11 +496,11 @@ class GaussianDiffusion:
             device (torch.device, optional): Target device; CPU if None.
             dtype (torch.dtype): Target dtype. Defaults to float32.
             clip_denoised (float, optional): If given, the ``x_0`` predicted
-                from ``eps`` at each step is clipped to ``[-c, c]`` and
-                ``eps`` re-derived from it (improved-diffusion's
-                ``clip_denoised``; with DDPM this is the posterior mean
-                ``mu~(x_t, clip(x_0))`` of Eq. 7). Few-step DDIM needs it: at
-                large ``t``, ``x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) /
+                at each step is clipped to ``[-c, c]`` and ``eps`` re-derived
+                from it (improved-diffusion's ``clip_denoised``; with DDPM
+                this is the posterior mean ``mu~(x_t, clip(x_0))`` of
+                Eq. 7). Few-step DDIM needs it: at large ``t``,
+                ``x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) /
                 sqrt(alpha_bar_t)`` amplifies the error of ``eps`` by up to
                 ``1 / sqrt(alpha_bar_T)``. None (the default) is Algorithm 2
                 exactly.
@@ -483,16 +510,17 @@ class GaussianDiffusion:
         Returns:
             Tensor: ``x_0`` of shape ``shape``.
         """
-        K = self.check_sampler(sampler, num_steps, start_step=start_step)
-        ts = self.timesteps(K, start_step=start_step)
+        K = self.check_sampler(
+            sampler,
+            num_steps,
+            start_step=start_step,
+            eta=eta,
+            clip_denoised=clip_denoised)
+        steps = self._timestep_list(K, start_step)
+        impl = SAMPLERS[sampler]
         if start_step is not None and noise is None:
             raise ValueError('start_step needs noise: the sample x_T\' the '
                              'truncated reverse process starts from')
-        if eta < 0:
-            raise ValueError(f'eta must be >= 0, got {eta!r}')
-        if clip_denoised is not None and clip_denoised <= 0:
-            raise ValueError(
-                f'clip_denoised must be > 0 or None, got {clip_denoised!r}')
         shape = tuple(int(s) for s in shape)
         if noise is not None:
             if tuple(noise.shape) != shape:
@@ -501,36 +529,62 @@ class GaussianDiffusion:
             device, dtype = noise.device, noise.dtype
         device = torch.device('cpu') if device is None else torch.device(
             device)
-        gen_device = device if generator is None else generator.device
 
         def randn() -> torch.Tensor:
-            z = torch.randn(
-                shape,
-                generator=generator,
-                device=gen_device,
-                dtype=torch.float32)
-            return z.to(device=device, dtype=dtype)
+            return draw_noise(shape, generator, device, dtype)
 
         x = randn() if noise is None else noise
-        steps = ts.tolist()
         for i, t in enumerate(steps):
+            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
             t_batch = torch.full((shape[0], ),
                                  t,
                                  dtype=torch.long,
                                  device=device)
-            eps = eps_fn(x, t_batch)
-            if tuple(eps.shape) != shape:
-                raise ValueError(f'eps_fn returned shape {tuple(eps.shape)}, '
-                                 f'expected {shape}')
-            if clip_denoised is not None:
-                x_start = self.predict_xstart_from_eps(x, t_batch, eps.to(x))
-                eps = self.predict_eps_from_xstart(
-                    x, t_batch, x_start.clamp(-clip_denoised, clip_denoised))
-            if sampler == 'ddpm':
-                z = randn() if t > 0 else None
-                x = self.ddpm_step(eps, t, x, noise=z)
-            else:
-                t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-                z = randn() if eta > 0 and t_prev >= 0 else None
-                x = self.ddim_step(eps, t, t_prev, x, eta=eta, noise=z)
+            out = model_fn(x, t_batch)
+            if tuple(out.shape) != shape:
+                raise ValueError(f'model_fn returned shape '
+                                 f'{tuple(out.shape)}, expected {shape}')
+            z = randn() if impl.needs_noise(t, t_prev, eta) else None
+            x = impl.step(
+                self,
+                out,
+                t,
+                t_prev,
+                x,
+                eta=eta,
+                noise=z,
+                clip_denoised=clip_denoised).prev_sample
         return x
+
+
+def draw_noise(shape: Sequence[int], generator: Optional[torch.Generator],
+               device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from ``generator``.
+
+    Drawn in float32 on the generator's device (``device`` without one),
+    then moved to ``device``/``dtype``, so that a seed gives the same
+    values on every device. A draw on the host is copied to the device
+    from pinned memory without blocking the host.
+
+    Args:
+        shape (Sequence[int]): The shape.
+        generator (torch.Generator, optional): The source; the global one
+            of ``device`` if None.
+        device (torch.device): Target device.
+        dtype (torch.dtype): Target dtype.
+
+    Returns:
+        Tensor: The noise on ``device``, of ``dtype``.
+    """
+    device = torch.device(device)
+    gen_device = device if generator is None else generator.device
+    z = torch.randn(
+        tuple(shape),
+        generator=generator,
+        device=gen_device,
+        dtype=torch.float32)
+    if z.device != device:
+        if device.type == 'cuda' and z.device.type == 'cpu':
+            z = z.pin_memory()
+        z = z.to(device=device, non_blocking=True)
+    return z.to(dtype=dtype)

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from .defaults import DIFFUSION
+
 BETA_SCHEDULES = ('linear', 'cosine')
 
 
@@ -31,9 +33,10 @@ def _check_betas(beta_start: float, beta_end: float) -> None:
                          f'beta_start={beta_start!r} > beta_end={beta_end!r}')
 
 
-def linear_beta_schedule(num_timesteps: int,
-                         beta_start: float = 1e-4,
-                         beta_end: float = 2e-2) -> np.ndarray:
+def linear_beta_schedule(
+        num_timesteps: int,
+        beta_start: float = DIFFUSION['beta_start'],
+        beta_end: float = DIFFUSION['beta_end']) -> np.ndarray:
     """Linear schedule of the ResEnsemble-DDPM paper (Eq. 24).
 
     ``beta_t = (beta_start * (T - t) + beta_end * (t - 1)) / (T - 1)`` for
@@ -42,8 +45,8 @@ def linear_beta_schedule(num_timesteps: int,
 
     Args:
         num_timesteps (int): Number of diffusion steps ``T``.
-        beta_start (float): ``beta_1``. Defaults to 1e-4.
-        beta_end (float): ``beta_T``. Defaults to 2e-2.
+        beta_start (float): ``beta_1``. Defaults to the paper's 1e-4.
+        beta_end (float): ``beta_T``. Defaults to the paper's 2e-2.
 
     Returns:
         np.ndarray: float64 array of shape ``(T,)``.
@@ -90,8 +93,8 @@ def cosine_beta_schedule(num_timesteps: int,
 
 def get_beta_schedule(name: str,
                       num_timesteps: int,
-                      beta_start: float = 1e-4,
-                      beta_end: float = 2e-2) -> np.ndarray:
+                      beta_start: float = DIFFUSION['beta_start'],
+                      beta_end: float = DIFFUSION['beta_end']) -> np.ndarray:
     """Build a beta schedule by name.
 
     Args:

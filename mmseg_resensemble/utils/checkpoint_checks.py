@@ -14,7 +14,7 @@ from typing import Optional
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
-from mmengine.runner.checkpoint import _load_checkpoint, find_latest_checkpoint
+from mmengine.runner import CheckpointLoader, find_latest_checkpoint
 
 __all__ = [
     'read_checkpoint', 'check_checkpoint_covers_model',
@@ -33,7 +33,8 @@ def read_checkpoint(filename: str) -> dict:
     if '://' not in filename and not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
     try:
-        checkpoint = _load_checkpoint(filename, map_location='cpu')
+        checkpoint = CheckpointLoader.load_checkpoint(
+            filename, map_location='cpu')
     except Exception as e:  # truncated, empty, text, refused pickle, ...
         raise ValueError(
             f'checkpoint {filename!r} could not be read '

@@ -6,6 +6,7 @@ import torch
 
 from mmseg_resensemble.diffusion import SAMPLERS, GaussianDiffusion
 from mmseg_resensemble.diffusion.gaussian_diffusion import _extract_into_tensor
+from mmseg_resensemble.diffusion.samplers import DDIMSampler, DDPMSampler
 
 SHAPE = (2, 3, 4, 4)
 
@@ -15,7 +16,7 @@ def make_oracle(d, x0):
 
     def eps_fn(x_t, t):
         assert t.dtype == torch.long and t.shape == (x_t.shape[0], )
-        a = d.alphas_cumprod.to(x_t.dtype)[t.cpu()].view(-1, 1, 1, 1)
+        a = d.alphas_cumprod.to(x_t.dtype)[t].view(-1, 1, 1, 1)
         return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
 
     return eps_fn
@@ -28,6 +29,17 @@ def linear_eps_fn(x_t, t):
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def ddpm_step(d, eps, t, x_t, noise=None):
+    """x_{t-1} of one DDPM step on the noise ``eps``."""
+    return DDPMSampler().step(d, eps, t, t - 1, x_t, noise=noise).prev_sample
+
+
+def ddim_step(d, eps, t, t_prev, x_t, eta=0.0, noise=None):
+    """x_{t_prev} of one DDIM step on the noise ``eps``."""
+    return DDIMSampler().step(
+        d, eps, t, t_prev, x_t, eta=eta, noise=noise).prev_sample
 
 
 def test_schedule_attributes():
@@ -50,6 +62,23 @@ def test_schedule_attributes():
     assert d.posterior_variance[4].item() == pytest.approx(expected.item())
     cos = GaussianDiffusion(num_timesteps=10, beta_schedule='cosine')
     assert cos.alphas_cumprod[-1] < 1e-3 + 1e-12
+
+
+def test_schedule_follows_the_device_and_stays_float64():
+    """The schedule moves with the module (no host-side gather), is in
+    neither the state dict nor the buffers (DDP would broadcast them), and
+    stays float64 when the model is cast."""
+    d = GaussianDiffusion(num_timesteps=10)
+    assert dict(d.state_dict()) == {} and list(d.buffers()) == []
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), d).half()
+    assert model[0].weight.dtype == torch.float16
+    assert d.betas.dtype == torch.float64
+    if torch.cuda.is_available():
+        model.cuda()
+        assert d.alphas_cumprod.device.type == 'cuda'
+        x = torch.zeros(2, 1, 2, 2, device='cuda')
+        t = torch.tensor([0, 9], device='cuda')
+        assert d.q_sample(x, t, x).device.type == 'cuda'
 
 
 def test_extract_into_tensor():
@@ -143,25 +172,25 @@ def test_ddpm_step_is_posterior_sample():
     z = torch.randn(SHAPE, generator=gen(3), dtype=torch.float64)
     step = 12
     eps = make_oracle(d, x0)(x_t, torch.full((2, ), step))
-    a, a_bar = d.alphas[step].item(), d.alphas_cumprod[step].item()
+    a, a_bar = 1 - d.betas[step].item(), d.alphas_cumprod[step].item()
     a_bar_prev, beta = d.alphas_cumprod[step - 1].item(), d.betas[step].item()
     mu_tilde = (
         math.sqrt(a_bar_prev) * beta / (1 - a_bar) * x0 + math.sqrt(a) *
         (1 - a_bar_prev) / (1 - a_bar) * x_t)
     var_tilde = (1 - a_bar_prev) / (1 - a_bar) * beta
     torch.testing.assert_close(
-        d.ddpm_step(eps, step, x_t, noise=z),
+        ddpm_step(d, eps, step, x_t, noise=z),
         mu_tilde + math.sqrt(var_tilde) * z)
     # Algorithm 2, literally.
     torch.testing.assert_close(
-        d.ddpm_step(eps, step, x_t, noise=z),
+        ddpm_step(d, eps, step, x_t, noise=z),
         (x_t - beta / math.sqrt(1 - a_bar) * eps) / math.sqrt(a) +
         math.sqrt(var_tilde) * z)
     # z = 0 at the last step (paper's t = 1).
     eps0 = make_oracle(d, x0)(x_t, torch.zeros(2, dtype=torch.long))
     torch.testing.assert_close(
-        d.ddpm_step(eps0, 0, x_t, noise=z), d.ddpm_step(eps0, 0, x_t))
-    torch.testing.assert_close(d.ddpm_step(eps0, 0, x_t), x0)
+        ddpm_step(d, eps0, 0, x_t, noise=z), ddpm_step(d, eps0, 0, x_t))
+    torch.testing.assert_close(ddpm_step(d, eps0, 0, x_t), x0)
 
 
 @pytest.mark.parametrize('K', [1, 2, 10, 50])
@@ -227,8 +256,8 @@ def test_ddim_eta1_full_equals_ddpm(dtype):
     for step in (19, 10, 1, 0):
         eps = linear_eps_fn(x, torch.full((2, ), step))
         torch.testing.assert_close(
-            d.ddim_step(eps, step, step - 1, x, eta=1.0, noise=z),
-            d.ddpm_step(eps, step, x, noise=z))
+            ddim_step(d, eps, step, step - 1, x, eta=1.0, noise=z),
+            ddpm_step(d, eps, step, x, noise=z))
 
 
 @pytest.mark.parametrize('sampler,num_steps,eta', [('ddpm', None, 0.0),
@@ -366,13 +395,13 @@ def test_invalid_step_arguments():
     d = GaussianDiffusion(num_timesteps=10)
     x = torch.zeros(SHAPE)
     with pytest.raises(ValueError, match='t must lie'):
-        d.ddpm_step(x, 10, x)
+        ddpm_step(d, x, 10, x)
     with pytest.raises(ValueError, match='t_prev'):
-        d.ddim_step(x, 3, 3, x)
+        ddim_step(d, x, 3, 3, x)
     with pytest.raises(ValueError, match='t_prev'):
-        d.ddim_step(x, 3, -2, x)
+        ddim_step(d, x, 3, -2, x)
     with pytest.raises(AssertionError):
-        d.ddpm_step(torch.zeros(1, 3, 4, 4), 3, x)
+        ddpm_step(d, torch.zeros(1, 3, 4, 4), 3, x)
 
 
 def test_predict_eps_from_xstart_inverts_predict_xstart_from_eps():
@@ -449,8 +478,9 @@ def test_prediction_types_round_trip(prediction_type):
     noise = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
     t = torch.tensor([0, 20, 49])
     x_t = d.q_sample(x0, t, noise)
-    target = d.training_target(prediction_type, x0, t, noise)
-    eps = d.eps_from_model_output(prediction_type, target, x_t, t)
+    d = GaussianDiffusion(num_timesteps=50, prediction_type=prediction_type)
+    target = d.training_target(x0, t, noise)
+    _, eps = d.predict_start_and_eps(target, x_t, t)
     torch.testing.assert_close(eps, noise)
 
 
@@ -460,15 +490,14 @@ def test_v_target_formula():
     noise = 2 * torch.ones_like(x0)
     t = torch.tensor([4])
     ab = d.alphas_cumprod[4].item()
-    v = d.training_target('v', x0, t, noise)
+    d = GaussianDiffusion(num_timesteps=10, prediction_type='v')
+    v = d.training_target(x0, t, noise)
     assert v.item() == pytest.approx(math.sqrt(ab) * 2 - math.sqrt(1 - ab))
 
 
 def test_unknown_prediction_type():
-    d = GaussianDiffusion(num_timesteps=10)
-    x = torch.zeros(1, 1, 2, 2)
     with pytest.raises(ValueError, match='epsilon'):
-        d.training_target('score', x, torch.tensor([0]), x)
+        GaussianDiffusion(num_timesteps=10, prediction_type='score')
 
 
 def test_check_sampler_returns_steps_and_names_the_options():

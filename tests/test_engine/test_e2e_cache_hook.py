@@ -89,7 +89,7 @@ def model_cfg(ckpt, e2e=None):
         e2e=e2e or fcn_e2e(num_classes=K),
         e2e_checkpoint=ckpt,
         decode_head=head_cfg(num_classes=K),
-        test_cfg=dict(num_steps=2))
+        test_cfg=dict(sampler='ddim', num_steps=2))
 
 
 @pytest.fixture(scope='module', autouse=True)

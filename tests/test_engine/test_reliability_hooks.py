@@ -72,7 +72,7 @@ def resensemble_cfg(work_dir,
             type='ResEnsembleSegmentor',
             e2e=fcn_e2e(num_classes=num_classes),
             decode_head=head_cfg(num_classes=num_classes),
-            test_cfg=dict(mode='whole', num_steps=1),
+            test_cfg=dict(mode='whole', sampler='ddim', num_steps=1),
             allow_random_e2e=True),
         train_dataloader=dict(
             batch_size=2,

@@ -18,7 +18,7 @@ def build_model(e2e=None, test_cfg=None, **kwargs):
             type='ResEnsembleSegmentor',
             e2e=e2e or fcn_e2e(),
             decode_head=kwargs.pop('decode_head', head_cfg()),
-            test_cfg=test_cfg or dict(num_steps=2),
+            test_cfg=test_cfg or dict(sampler='ddim', num_steps=2),
             **kwargs))
     model.init_weights()
     return model
@@ -95,17 +95,26 @@ def test_e2e_stays_frozen_through_training():
 def test_slide_inference_and_crop_larger_than_image():
     model = build_model(
         test_cfg=dict(
-            mode='slide', crop_size=(16, 16), stride=(8, 12), num_steps=2))
+            mode='slide',
+            crop_size=(16, 16),
+            stride=(8, 12),
+            sampler='ddim',
+            num_steps=2))
     model.eval()
     data = model.data_preprocessor(make_batch(n=1), False)
     result = model(**data, mode='predict')[0]
     assert result.pred_sem_seg.shape == (24, 32)
     big = build_model(
         test_cfg=dict(
-            mode='slide', crop_size=(64, 64), stride=(32, 32), num_steps=2))
+            mode='slide',
+            crop_size=(64, 64),
+            stride=(32, 32),
+            sampler='ddim',
+            num_steps=2))
     big.load_state_dict(model.state_dict())
     big.eval()
-    whole = build_model(test_cfg=dict(mode='whole', num_steps=2))
+    whole = build_model(
+        test_cfg=dict(mode='whole', sampler='ddim', num_steps=2))
     whole.load_state_dict(model.state_dict())
     whole.eval()
     a = big(**data, mode='predict')[0]
@@ -287,13 +296,14 @@ def test_unsupported_e2e_learner_type():
 def test_test_mode_defaults_to_the_e2e_learners():
     e2e = fcn_e2e()
     e2e['test_cfg'] = dict(mode='slide', crop_size=(16, 16), stride=(8, 12))
-    model = build_model(e2e, test_cfg=dict(num_steps=2))
+    model = build_model(e2e, test_cfg=dict(sampler='ddim', num_steps=2))
     assert model.test_cfg['mode'] == 'slide'
     assert model.test_cfg['crop_size'] == (16, 16)
     assert model.test_cfg['stride'] == (8, 12)
     assert model.test_cfg['num_steps'] == 2
     # the ResEnsemble config's own mode wins
-    model = build_model(e2e, test_cfg=dict(mode='whole', num_steps=2))
+    model = build_model(
+        e2e, test_cfg=dict(mode='whole', sampler='ddim', num_steps=2))
     assert model.test_cfg['mode'] == 'whole'
     assert 'crop_size' not in model.test_cfg
     # an E2E config without a test_cfg is tested whole

@@ -17,8 +17,8 @@ def build_head(**kwargs):
         in_channels=8,
         channels=16,
         num_classes=K,
-        num_blocks=2,
-        dilations=(1, 2),
+        denoiser=dict(
+            type='DilatedResDenoiser', num_blocks=2, dilations=(1, 2)),
         norm_cfg=dict(type='GN', num_groups=4),
         diffusion=dict(num_timesteps=10))
     cfg.update(kwargs)
@@ -146,12 +146,13 @@ def test_predict_with_oracle_recovers_ground_truth(monkeypatch, sampler,
 def test_predict_outputs_and_uncertainty():
     head = build_head()
     feats, probs, _ = random_inputs()
-    one = head.predict(feats, probs, (8, 8), dict(num_steps=2))
+    one = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=2))
     assert one['probs'].shape == (2, K, 8, 8)
     assert one['uncertainty'].shape == (2, 1, 8, 8)
     torch.testing.assert_close(one['probs'].sum(1), torch.ones(2, 8, 8))
     assert one['uncertainty'].abs().max() == 0
-    many = head.predict(feats, probs, (8, 8), dict(num_steps=2, num_samples=4))
+    many = head.predict(feats, probs, (8, 8),
+                        dict(sampler='ddim', num_steps=2, num_samples=4))
     assert many['probs'].shape == (2, K, 8, 8)
     assert many['uncertainty'].min() >= 0
     assert many['uncertainty'].max() > 0
@@ -160,7 +161,7 @@ def test_predict_outputs_and_uncertainty():
 def test_predict_is_reproducible_from_seed():
     head = build_head()
     feats, probs, _ = random_inputs()
-    cfg = dict(num_steps=3, eta=1.0, seed=7)
+    cfg = dict(sampler='ddim', num_steps=3, eta=1.0, seed=7)
     a = head.predict(feats, probs, (8, 8), cfg)['probs']
     b = head.predict(feats, probs, (8, 8), cfg)['probs']
     c = head.predict(feats, probs, (8, 8), dict(cfg, seed=8))['probs']
@@ -172,7 +173,8 @@ def test_condition_is_computed_once_per_image():
     head = build_head()
     feats, probs, _ = random_inputs()
     calls = []
-    head.cond_proj.register_forward_hook(lambda *args: calls.append(1))
+    head.denoiser.cond_proj.register_forward_hook(
+        lambda *args: calls.append(1))
     head.predict(feats, probs, (8, 8),
                  dict(sampler='ddim', num_steps=5, num_samples=2))
     assert len(calls) == 1
@@ -185,13 +187,15 @@ def test_binary_task():
     labels = torch.randint(0, 2, (2, 8, 8))
     assert torch.isfinite(
         head.loss(feats, probs, samples_with_gt(labels), None)['loss_noise'])
-    out = head.predict(feats, probs, (8, 8), dict(num_steps=2))
+    out = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=2))
     assert out['probs'].shape == (2, 2, 8, 8)
 
 
 @pytest.mark.parametrize(
-    'kwargs,match', [(dict(dilations=(1, 2, 3)), 'dilations'),
-                     (dict(scale=0.), 'scale'),
+    'kwargs,match', [(dict(
+        denoiser=dict(
+            type='DilatedResDenoiser', num_blocks=2, dilations=(1, 2, 3))),
+                      'dilations'), (dict(scale=0.), 'scale'),
                      (dict(working_stride=0), 'working_stride'),
                      (dict(diffusion=dict(beta_schedule='square')), 'square')])
 def test_bad_config_raises(kwargs, match):
@@ -200,7 +204,7 @@ def test_bad_config_raises(kwargs, match):
 
 
 def test_bad_inputs_raise():
-    head = build_head()
+    head = build_head(debug=True)
     feats, probs, labels = random_inputs()
     with pytest.raises(ValueError, match='4 classes'):
         head.predict(feats, torch.softmax(torch.randn(2, 4, 8, 8), 1), (8, 8),
@@ -216,7 +220,8 @@ def test_bad_inputs_raise():
 
 @pytest.mark.parametrize('prediction_type', ['sample', 'v'])
 def test_other_prediction_types_train_and_sample(monkeypatch, prediction_type):
-    head = build_head(prediction_type=prediction_type)
+    head = build_head(
+        diffusion=dict(num_timesteps=10, prediction_type=prediction_type))
     feats, probs, labels = random_inputs()
     loss = head.loss(feats, probs, samples_with_gt(labels), None)
     assert torch.isfinite(loss['loss_noise'])
@@ -227,16 +232,16 @@ def test_other_prediction_types_train_and_sample(monkeypatch, prediction_type):
 
     def oracle(cond, x_hat, x_t, t):
         noise = d.predict_eps_from_xstart(x_t, t, x_start)
-        return d.training_target(prediction_type, x_start, t, noise)
+        return d.training_target(x_start, t, noise)
 
     monkeypatch.setattr(head, 'forward', oracle)
-    out = head.predict(feats, probs, (8, 8), dict(num_steps=3))
+    out = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=3))
     assert torch.equal(out['probs'].argmax(1), labels)
 
 
 def test_unknown_prediction_type_raises():
     with pytest.raises(ValueError, match='prediction_type'):
-        build_head(prediction_type='score')
+        build_head(diffusion=dict(num_timesteps=10, prediction_type='score'))
 
 
 def test_refiner_head_trains_with_cross_entropy_and_predicts():
@@ -245,8 +250,8 @@ def test_refiner_head_trains_with_cross_entropy_and_predicts():
     loss = head.loss(feats, probs, samples_with_gt(labels), None)['loss_ce']
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
-    assert head.mask_in.weight.grad is not None
-    out = head.predict(feats, probs, (8, 8), dict(num_steps=4))
+    assert head.denoiser.mask_in.weight.grad is not None
+    out = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=4))
     torch.testing.assert_close(out['probs'].sum(1), torch.ones(2, 8, 8))
     assert out['uncertainty'].abs().max() == 0
     # a few steps of training lower the loss (it learns, deterministically)
@@ -269,7 +274,7 @@ def test_ensemble_weight_blends_the_two_learners(monkeypatch):
     onehot = torch.nn.functional.one_hot(labels, K).permute(0, 3, 1, 2).float()
     x_start = 2 * probs_to_analog(onehot, 1.) - probs_to_analog(probs, 1.)
     monkeypatch.setattr(head, 'forward', oracle_forward(head, x_start))
-    cfg = dict(num_steps=1)
+    cfg = dict(sampler='ddim', num_steps=1)
     e2e = head.predict(feats, probs, (8, 8), dict(cfg, ensemble_weight=0.))
     torch.testing.assert_close(e2e['probs'], probs, atol=1e-5, rtol=0)
     half = head.predict(feats, probs, (8, 8), dict(cfg, ensemble_weight=0.5))
@@ -295,7 +300,8 @@ def test_start_step_noises_the_e2e_output(monkeypatch):
         return forward(cond, x_hat, x_t, t)
 
     monkeypatch.setattr(head, 'forward', spy)
-    head.predict(feats, probs, (8, 8), dict(num_steps=1, start_step=4, seed=3))
+    head.predict(feats, probs, (8, 8),
+                 dict(sampler='ddim', num_steps=1, start_step=4, seed=3))
     t, x_hat, x_t = seen[0]
     assert t.tolist() == [3, 3]
     noise = torch.randn(
@@ -304,4 +310,5 @@ def test_start_step_noises_the_e2e_output(monkeypatch):
     torch.testing.assert_close(
         x_t, ab**0.5 * x_hat + (1 - ab)**0.5 * noise, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r'test_cfg\.start_step'):
-        head.predict(feats, probs, (8, 8), dict(num_steps=1, start_step=11))
+        head.predict(feats, probs, (8, 8),
+                     dict(sampler='ddim', num_steps=1, start_step=11))

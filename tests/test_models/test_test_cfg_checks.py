@@ -21,7 +21,7 @@ def build(test_cfg):
 
 def test_misspelt_key_lists_the_valid_ones():
     with pytest.raises(ValueError) as info:
-        build(dict(num_steps=2, num_sample=4))
+        build(dict(sampler='ddim', num_steps=2, num_sample=4))
     message = str(info.value)
     assert "unknown test_cfg key(s) ['num_sample']" in message
     assert all(repr(k) in message for k in TEST_CFG_KEYS)
@@ -41,7 +41,7 @@ def test_misspelt_key_lists_the_valid_ones():
 ])
 def test_bad_sampler_setting_is_refused_at_build(key, value, match):
     with pytest.raises(ValueError, match=match):
-        build({'num_steps': 2, key: value})
+        build({'sampler': 'ddim', 'num_steps': 2, key: value})
 
 
 @pytest.mark.parametrize('settings', [
@@ -54,6 +54,6 @@ def test_bad_sampler_setting_is_refused_at_build(key, value, match):
     dict(mode='slide', crop_size=(16, 16), stride=(8, 8))
 ])
 def test_good_settings_build(settings):
-    model = build(dict(num_steps=2, **settings))
+    model = build(dict(sampler='ddim', num_steps=2, **settings))
     for key, value in settings.items():
         assert model.test_cfg[key] == value

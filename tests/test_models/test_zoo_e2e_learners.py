@@ -105,15 +105,15 @@ def build_resensemble(e2e, size, **kwargs):
                 input_transform='resize_concat',
                 channels=16,
                 num_classes=e2e_num_classes(e2e),
-                num_blocks=1,
-                dilations=(1, ),
+                denoiser=dict(
+                    type='DilatedResDenoiser', num_blocks=1, dilations=(1, )),
                 norm_cfg=dict(type='GN', num_groups=4),
                 working_stride=4,
                 diffusion=dict(num_timesteps=10)),
             # a partial dict: updates the E2E learner's (which pads
             # training batches to the zoo's crop size)
             data_preprocessor=dict(size=size),
-            test_cfg=dict(num_steps=1),
+            test_cfg=dict(sampler='ddim', num_steps=1),
             **kwargs))
     model.init_weights()
     return model

@@ -90,10 +90,9 @@ HEAD = dict(
     input_transform='resize_concat',
     channels=64,
     num_classes=NUM_CLASSES,
-    num_blocks=4,
-    dilations=(1, 2, 4, 1),
+    denoiser=dict(
+        type='DilatedResDenoiser', num_blocks=4, dilations=(1, 2, 4, 1)),
     working_stride=8,
-    diffusion=dict(num_timesteps=1000),
     align_corners=False)
 
 # (name, image (H, W), classes, images) of the projections

@@ -318,7 +318,7 @@ def main():
                 osp.join(work_dir, run_name), args.res_iters, seed)
             cfg.model.e2e = osp.join(ROOT, paths['e2e'])
             cfg.model.e2e_checkpoint = e2e_ckpt
-            cfg.model.decode_head.prediction_type = prediction_type
+            cfg.model.decode_head.diffusion.prediction_type = prediction_type
             cfg.model.decode_head.update(HEAD_OPTIONS.get(variant, {}))
             cfg.merge_from_dict(args.cfg_options)
             start = time.perf_counter()
@@ -381,7 +381,7 @@ FOLDER_VARIANTS = {
     'resensemble': dict(),
     # the same head on out-of-fold x̂0 (E2ECacheHook's out_of_fold)
     'resensemble-oof': dict(),
-    'paper': dict(prediction_type='epsilon'),
+    'paper': dict(diffusion=dict(prediction_type='epsilon')),
     'refiner-ce': dict(type='E2ERefinerHead'),
     'plain-ddpm': dict(residual_target=False, condition_on_e2e=False),
 }

@@ -15,39 +15,18 @@ disk and renames it into place (``os.replace``, atomic on POSIX), and
 deletes outdated checkpoints only after the new one is in place.
 """
 import contextlib
-import os
 import os.path as osp
-import re
-import uuid
 from pathlib import Path
 from typing import Union
 
-import mmengine
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmseg.registry import HOOKS
 
+from ...utils.atomic_write import atomic_write, remove_partial_files
+
 __all__ = ['AtomicLocalBackend', 'AtomicCheckpointHook']
-
-PARTIAL_SUFFIX = '.partial'
-# .{name}.{pid}.{token}.partial, as AtomicLocalBackend names them
-_PARTIAL_RE = re.compile(r'^\..+\.\d+\.[0-9a-f]{8}' +
-                         re.escape(PARTIAL_SUFFIX) + '$')
-
-
-def _fsync_dir(dirname: str) -> None:
-    """Make a rename in ``dirname`` durable (where the OS allows it)."""
-    try:
-        fd = os.open(dirname, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -67,23 +46,7 @@ class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
         """Write ``obj`` to ``filepath`` atomically."""
-        filepath = str(filepath)
-        dirname = osp.dirname(osp.abspath(filepath))
-        mmengine.mkdir_or_exist(dirname)
-        tmp = osp.join(
-            dirname, f'.{osp.basename(filepath)}.{os.getpid()}.'
-            f'{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}')
-        try:
-            with open(tmp, 'xb') as f:  # a new file, 0o666 less the umask
-                f.write(obj)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
-        _fsync_dir(dirname)
+        atomic_write(str(filepath), lambda f: f.write(obj))
 
     def put_text(self,
                  obj: str,
@@ -142,13 +105,11 @@ class AtomicCheckpointHook(CheckpointHook):
         self.backend_args = args
         self.file_backend = get_file_backend(
             self.out_dir, backend_args=self.backend_args)
-        if is_main_process() and osp.isdir(self.out_dir):
-            for name in os.listdir(self.out_dir):
-                if _PARTIAL_RE.match(name):
-                    os.remove(osp.join(self.out_dir, name))
-                    runner.logger.warning(
-                        'AtomicCheckpointHook: removed the partial file '
-                        f'{name} of an interrupted checkpoint write')
+        if is_main_process():
+            for name in remove_partial_files(self.out_dir):
+                runner.logger.warning(
+                    'AtomicCheckpointHook: removed the partial file '
+                    f'{name} of an interrupted checkpoint write')
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         """Save, then point ``last_checkpoint`` at it, then delete the

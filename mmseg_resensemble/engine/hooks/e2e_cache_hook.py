@@ -5,6 +5,7 @@ import atexit
 import contextlib
 import copy
 import json
+import logging
 import os
 import os.path as osp
 import time
@@ -28,6 +29,7 @@ from ...datasets.e2e_cache_store import (E2ECacheError, E2ECacheStore,
                                          canonical_json, file_sha256,
                                          fingerprint_digest, state_dict_sha256)
 from ...datasets.transforms import LoadE2ECache
+from ...models.segmentors import ResEnsembleSegmentor
 
 __all__ = ['E2ECacheHook']
 
@@ -124,19 +126,39 @@ class E2ECacheHook(Hook):
         self._store_stride: Optional[float] = None
         # rank 0's registration as a user of the cache (while it trains)
         self._user_file: Optional[str] = None
+        # whether cache_dir was filled into a LoadE2ECache of the pipeline
+        self._filled_in = False
 
     # ------------------------------------------------------------------
     # the hook
     # ------------------------------------------------------------------
     def before_train(self, runner) -> None:
-        """Build or complete the cache, then restart the data workers."""
+        """Build or complete the cache; restart the data workers if they
+        started before it was usable."""
+        self.build_cache(runner, runner.train_dataloader.dataset)
+        if self.stats['computed'] or self._filled_in:
+            self._restart_train_dataloader(runner)
+
+    def build_cache(self, runner, dataset: Any) -> Dict[str, float]:
+        """Build or complete the cache of ``dataset``'s images (every rank
+        takes part), as :meth:`before_train` and ``tools/build_e2e_cache.py``
+        do.
+
+        Args:
+            runner (Runner): Gives the model (a ``ResEnsembleSegmentor``,
+                maybe wrapped), ``cfg`` and ``work_dir``; its train loop is
+                not needed.
+            dataset: The training set.
+
+        Returns:
+            dict: :attr:`stats` of this build.
+        """
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        if not (hasattr(model, 'e2e') and hasattr(model, 'e2e_probs')):
+        if not isinstance(model, ResEnsembleSegmentor):
             raise TypeError('E2ECacheHook needs a ResEnsembleSegmentor, got '
                             f'{type(model).__name__}')
         start = time.perf_counter()
-        dataset = runner.train_dataloader.dataset
         self._store_stride = None
         cache_dir = self._resolve_cache_dir(runner, dataset)
         samples = self._training_samples(dataset)
@@ -237,7 +259,7 @@ class E2ECacheHook(Hook):
                 f'{size / len(samples) / 1024:.1f} KiB per image',
                 logger='current')
         barrier()
-        self._restart_train_dataloader(runner)
+        return self.stats
 
     def after_run(self, runner) -> None:
         """Stop using the cache: another E2E learner may rebuild it now."""
@@ -272,9 +294,11 @@ class E2ECacheHook(Hook):
                              f'set disagree on cache_dir: {sorted(named)}')
         else:
             cache_dir = osp.join(runner.work_dir, 'e2e_cache')
+        self._filled_in = False
         for t in transforms:
             if t.cache_dir is None:
                 t.cache_dir = cache_dir
+                self._filled_in = True
             elif osp.abspath(t.cache_dir) != osp.abspath(cache_dir):
                 raise ValueError(
                     f'E2ECacheHook(cache_dir={cache_dir!r}) and the train '
@@ -288,7 +312,7 @@ class E2ECacheHook(Hook):
                 'LoadAnnotations and PackResEnsembleInputs instead of '
                 'PackSegInputs to use it.',
                 logger='current',
-                level=30)
+                level=logging.WARNING)
         return cache_dir
 
     def _test_pipeline_cfg(self, runner) -> List[dict]:
@@ -444,7 +468,7 @@ class E2ECacheHook(Hook):
                 f'E2E cache {store.cache_dir} is stale or unusable ({why}); '
                 f'rebuilding it (removed {removed} old entries)',
                 logger='current',
-                level=30)
+                level=logging.WARNING)
         else:
             print_log(
                 f'Building a new E2E cache in {store.cache_dir}',
@@ -557,7 +581,7 @@ class E2ECacheHook(Hook):
                     print_log(
                         f'E2E cache: recomputing {reason}',
                         logger='current',
-                        level=30)
+                        level=logging.WARNING)
                 probs = self.compute_probs(model, pipeline, info)
                 store.write_entry(
                     key,
@@ -659,7 +683,7 @@ class E2ECacheHook(Hook):
             'E2ECacheHook: restarted the training data loader, whose '
             'workers started before the cache was ready',
             logger='current',
-            level=10)
+            level=logging.DEBUG)
 
 
 def json_fields(**fields: Any) -> Dict[str, Any]:

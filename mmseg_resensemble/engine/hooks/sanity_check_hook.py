@@ -12,6 +12,7 @@ from mmseg.registry import HOOKS
 from mmseg_resensemble.datasets.dataset_utils import (base_datasets,
                                                       find_transforms)
 from mmseg_resensemble.datasets.transforms.checks import CheckImageAndLabel
+from mmseg_resensemble.models.segmentors import ResEnsembleSegmentor
 
 __all__ = ['ResEnsembleSanityCheckHook']
 
@@ -82,7 +83,7 @@ class ResEnsembleSanityCheckHook(Hook):
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        if hasattr(model, 'check_e2e_loaded'):
+        if isinstance(model, ResEnsembleSegmentor):
             model.check_e2e_loaded()
         self.check(runner, runner.train_dataloader.dataset, 'train',
                    self.scan_files)
@@ -105,7 +106,7 @@ class ResEnsembleSanityCheckHook(Hook):
         """(name, count) of the model's class counts."""
         if is_model_wrapper(model):
             model = model.module
-        if hasattr(model, 'e2e_num_classes'):
+        if isinstance(model, ResEnsembleSegmentor):
             return [('the E2E learner (model.e2e_num_classes)',
                      model.e2e_num_classes),
                     ('the diffusion head (model.decode_head.num_classes)',

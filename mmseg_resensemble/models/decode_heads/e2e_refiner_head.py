@@ -1,29 +1,45 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """A non-diffusion refiner of the E2E output, for ablations."""
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 from torch import Tensor
 
-from .residual_diffusion_head import ResidualDiffusionHead
+from .e2e_conditioned_head import E2EConditionedHead
 
 
 @MODELS.register_module()
-class E2ERefinerHead(ResidualDiffusionHead):
+class E2ERefinerHead(E2EConditionedHead):
     """The same network as :class:`ResidualDiffusionHead`, trained
     deterministically with cross-entropy on top of x̂0.
 
     The ablation "(b) a non-diffusion refiner" of the benchmarks: same
-    condition (frozen E2E features and x̂0), same blocks and training
+    condition (frozen E2E features and x̂0), same denoiser and training
     budget, but no noise, no steps and no ensemble: it predicts class
     logits once (the noisy-sample input is zeros and the step is 0), and
-    the loss is the cross-entropy with the (area-averaged) one-hot ground
-    truth over labelled pixels. ``test_cfg``'s sampler keys are ignored;
-    ``uncertainty`` is zero.
+    the loss (``loss_decode``, cross-entropy) is taken with the
+    (area-averaged) one-hot ground truth over labelled pixels.
+    ``test_cfg``'s sampler keys are ignored; ``uncertainty`` is zero.
+
+    Args:
+        loss_decode (dict): Defaults to MMSeg's ``CrossEntropyLoss``
+            (soft labels).
+        diffusion (dict, optional): Ignored, as ``residual_target`` and
+            ``prediction_type``: accepted so that a diffusion head's config
+            becomes the refiner's by its ``type`` alone.
+        **kwargs: :class:`E2EConditionedHead` arguments.
     """
+
+    def __init__(self,
+                 loss_decode: ConfigType = dict(
+                     type='CrossEntropyLoss', loss_name='loss_ce'),
+                 diffusion: Optional[dict] = None,
+                 residual_target: Optional[bool] = None,
+                 prediction_type: Optional[str] = None,
+                 **kwargs) -> None:
+        super().__init__(loss_decode=loss_decode, **kwargs)
 
     def _logits(self, cond: Tensor, x_hat: Tensor) -> Tensor:
         zeros = torch.zeros_like(x_hat)
@@ -34,17 +50,22 @@ class E2ERefinerHead(ResidualDiffusionHead):
     def loss(self, inputs: List[Tensor], e2e_probs: Tensor,
              batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
+        """Cross-entropy of the logits and the soft one-hot ground truth,
+        averaged over labelled pixels."""
         cond, x_hat, onehot, valid = self.training_maps(
             inputs, e2e_probs, batch_data_samples)
-        log_probs = F.log_softmax(self._logits(cond, x_hat).float(), dim=1)
-        per_pixel = -(onehot * log_probs).sum(1, keepdim=True)
-        weight = valid.float()
-        loss = (per_pixel * weight).sum() / weight.sum().clamp(min=1.)
-        return dict(loss_ce=loss)
+        weight = valid.squeeze(1).float()
+        loss = self.loss_decode(
+            self._logits(cond, x_hat).float(),
+            onehot,
+            weight=weight,
+            avg_factor=weight.sum().clamp(min=1.))
+        return {self.loss_decode.loss_name: loss}
 
     def predict(self, inputs: List[Tensor], e2e_probs: Tensor,
                 input_size: Sequence[int],
                 test_cfg: ConfigType) -> Dict[str, Tensor]:
+        """Class probabilities (N, K, h, w) and a zero ``uncertainty``."""
         cond = self.encode_condition(inputs, input_size)
         x_hat = self.encode_e2e(e2e_probs, cond.shape[-2:]).to(cond.dtype)
         probs = self._logits(cond, x_hat).float().softmax(dim=1)

@@ -2,6 +2,7 @@
 from typing import Optional
 
 import torch.nn as nn
+from mmseg.models.losses import weight_reduce_loss
 from mmseg.registry import MODELS
 from torch import Tensor
 
@@ -49,8 +50,8 @@ class NoisePredictionLoss(nn.Module):
         if weight is None:
             return self.loss_weight * err.mean()
         weight = weight.float().expand_as(err)
-        return self.loss_weight * (err *
-                                   weight).sum() / weight.sum().clamp(min=1.)
+        return self.loss_weight * weight_reduce_loss(
+            err, weight, avg_factor=weight.sum().clamp(min=1.))
 
     @property
     def loss_name(self) -> str:

@@ -1,7 +1,9 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """Building and loading the frozen end-to-end (E2E) learner."""
 import copy
+import logging
 import os.path as osp
+import re
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -9,12 +11,14 @@ import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.hub import get_config
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.runner import CheckpointLoader
 from mmengine.utils import import_modules_from_strings
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from torch import Tensor
 
+# as mmengine's load_checkpoint(revise_keys=...): DDP's prefix
+REVISE_KEYS = [(r'^module\.', '')]
 E2E_TYPES_HINT = ('an MMSeg segmentor config file (a path, or a model-zoo '
                   "config such as 'mmseg::fcn/fcn_r50-d8_4xb2-40k_"
                   "cityscapes-512x1024.py') or a model dict")
@@ -55,6 +59,12 @@ def load_e2e_config(e2e: Union[str, dict]) -> ConfigDict:
     raise TypeError(f'e2e must be {E2E_TYPES_HINT}, got {type(e2e)}')
 
 
+def _revise_key(key: str) -> str:
+    for pattern, repl in REVISE_KEYS:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
 def load_e2e_checkpoint(model: nn.Module,
                         filename: str,
                         strict: bool = True) -> None:
@@ -71,7 +81,8 @@ def load_e2e_checkpoint(model: nn.Module,
     if '://' not in filename and not osp.isfile(filename):
         raise FileNotFoundError(f'e2e_checkpoint {filename!r} does not exist')
     try:
-        checkpoint = _load_checkpoint(filename, map_location='cpu')
+        checkpoint = CheckpointLoader.load_checkpoint(
+            filename, map_location='cpu')
     except Exception as e:  # unreadable file, bad pickle, network, ...
         raise ValueError(
             f'e2e_checkpoint {filename!r} could not be read: {e}') from e
@@ -79,11 +90,8 @@ def load_e2e_checkpoint(model: nn.Module,
         checkpoint, dict) else None
     if not isinstance(state_dict, dict):
         raise ValueError(f'e2e_checkpoint {filename!r} holds no state dict')
-    # strip prefixes written by DDP wrappers
-    state_dict = {
-        k[len('module.'):] if k.startswith('module.') else k: v
-        for k, v in state_dict.items()
-    }
+    # strip prefixes written by DDP wrappers (mmengine's revise_keys)
+    state_dict = {_revise_key(k): v for k, v in state_dict.items()}
     own = model.state_dict()
     shape_errors = [
         f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
@@ -108,7 +116,7 @@ def load_e2e_checkpoint(model: nn.Module,
                'architecture: ' + '; '.join(problems))
         if strict:
             raise ValueError(msg + ' (set e2e_strict=False to load anyway)')
-        print_log(msg, logger='current', level=30)
+        print_log(msg, logger='current', level=logging.WARNING)
     else:
         print_log(
             f'Loaded the frozen E2E learner from {filename}', logger='current')

@@ -1,7 +1,7 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """ResEnsemble-DDPM: a frozen E2E segmentor ensembled with a residual DDPM."""
 import copy
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -15,20 +15,17 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList, add_prefix)
 from torch import Tensor
 
+from ..decode_heads import TEST_CFG_DEFAULTS
 from .e2e_learner import (check_e2e_type, e2e_test_mode, feature_levels,
                           load_e2e_checkpoint, load_e2e_config,
                           merge_data_preprocessor, resolve_in_channels)
 
 # heads whose predict() gives class-probability x mask-probability scores
 MASK_CLASSIFICATION_HEADS = (MaskFormerHead, Mask2FormerHead)
-# the sampler's defaults; ``mode`` (and ``crop_size``/``stride``) default to
-# the E2E learner's own test mode
-DEFAULT_TEST_CFG = dict(
-    sampler='ddim', num_steps=4, eta=0., num_samples=1, seed=0)
-#: every key ``test_cfg`` may have (a misspelt one would be ignored)
-TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'sampler', 'num_steps', 'eta',
-                 'num_samples', 'seed', 'clip_denoised', 'start_step',
-                 'ensemble_weight')
+#: every key ``test_cfg`` may have (a misspelt one would be ignored): the
+#: inference mode (``mode`` and ``crop_size``/``stride`` default to the E2E
+#: learner's own test mode) and the head's sampling keys
+TEST_CFG_KEYS = ('mode', 'crop_size', 'stride') + tuple(TEST_CFG_DEFAULTS)
 
 
 @MODELS.register_module()
@@ -74,8 +71,11 @@ class ResEnsembleSegmentor(BaseSegmentor):
         test_cfg (dict, optional): ``mode`` ('whole' | 'slide', with
             ``crop_size`` and ``stride``), ``sampler`` ('ddpm' runs all T
             steps as the paper; 'ddim' is the fast path), ``num_steps``,
-            ``eta``, ``num_samples`` and ``seed``. Missing sampler keys
-            take ``DEFAULT_TEST_CFG``; without ``mode`` the E2E config's
+            ``eta``, ``num_samples``, ``seed``, ``clip_denoised``,
+            ``start_step`` and ``ensemble_weight``. Missing sampler keys
+            take the head's defaults, the paper's
+            (:data:`~mmseg_resensemble.models.decode_heads.TEST_CFG_DEFAULTS`);
+            checked once, here. Without ``mode`` the E2E config's
             own test mode is used (its ``crop_size``/``stride`` for
             'slide'), so that ``e2e_mIoU`` is the E2E learner's own.
         data_preprocessor (dict, optional): Defaults to the E2E learner's;
@@ -135,7 +135,7 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 f'num_classes={self.e2e_num_classes}, decode_head has '
                 f'num_classes={self.num_classes}')
         self.train_cfg = train_cfg
-        self.test_cfg = copy.deepcopy(DEFAULT_TEST_CFG)
+        self.test_cfg = dict()
         if 'mode' not in (test_cfg or {}):
             self.test_cfg.update(e2e_test_mode(e2e_cfg))
         self.test_cfg.update(test_cfg or {})
@@ -274,10 +274,13 @@ class ResEnsembleSegmentor(BaseSegmentor):
             self,
             inputs: Tensor,
             batch_img_metas: List[dict],
-            feats: Optional[Union[Tensor, List[Tensor]]] = None) -> Tensor:
+            feats: Optional[Union[Tensor, List[Tensor]]] = None,
+            return_logits: bool = False
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """x̂0: the E2E learner's class probabilities of ``inputs``.
 
-        The one place that computes x̂0 (training, the E2E cache):
+        The one place that computes x̂0 (training, prediction, the E2E
+        cache):
         :meth:`e2e_seg_logits` turned into probabilities by
         :meth:`seg_logits_to_probs`. With ``feats``, on those features
         (one window); without, in the E2E learner's own test mode (its
@@ -289,9 +292,12 @@ class ResEnsembleSegmentor(BaseSegmentor):
             batch_img_metas (list[dict]): Their metainfo.
             feats (Tensor | list[Tensor], optional): :meth:`e2e_features`
                 of ``inputs``.
+            return_logits (bool): Also return the E2E output they come from
+                (:meth:`e2e_seg_logits`, (N, C, H, W)).
 
         Returns:
-            Tensor: (N, K, H, W), summing to 1 over the K classes.
+            Tensor | tuple[Tensor, Tensor]: (N, K, H, W), summing to 1 over
+            the K classes (and the output, with ``return_logits``).
         """
         e2e_test_cfg = self.e2e.test_cfg or {}
         if feats is None and e2e_test_cfg.get('mode', 'whole') == 'slide':
@@ -301,7 +307,8 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 e2e_test_cfg)['seg_logits']
         else:
             seg_logits = self.e2e_seg_logits(inputs, batch_img_metas, feats)
-        return self.seg_logits_to_probs(seg_logits)
+        probs = self.seg_logits_to_probs(seg_logits)
+        return (probs, seg_logits) if return_logits else probs
 
     def e2e_pred(self, seg_logits: Tensor) -> Tensor:
         """The E2E learner's labels (1, H, W) from its output (C, H, W), as
@@ -362,10 +369,10 @@ class ResEnsembleSegmentor(BaseSegmentor):
             (:meth:`e2e_seg_logits`); ``uncertainty`` (N, 1, H, W).
         """
         feats = self.e2e_features(inputs)
-        logits = self.e2e_seg_logits(inputs, batch_img_metas, feats)
+        probs, logits = self.e2e_probs(
+            inputs, batch_img_metas, feats, return_logits=True)
         out = self.decode_head.predict(
-            feature_levels(feats), self.seg_logits_to_probs(logits),
-            inputs.shape[-2:], self.test_cfg)
+            feature_levels(feats), probs, inputs.shape[-2:], self.test_cfg)
         size = inputs.shape[-2:]
         maps = {
             k:
@@ -530,31 +537,3 @@ class ResEnsembleSegmentor(BaseSegmentor):
                  data_samples: OptSampleList = None) -> Tensor:
         """Tensor mode: ensemble log-probabilities (N, K, H, W)."""
         return self.encode_decode(inputs, [])
-
-    def aug_test(self,
-                 inputs: List[Tensor],
-                 batch_img_metas: List[List[dict]],
-                 rescale: bool = True) -> List[Tensor]:
-        """Average the ensemble over augmented copies of a batch.
-
-        Args:
-            inputs (list[Tensor]): One (N, 3, H, W) batch per augmentation.
-            batch_img_metas (list[list[dict]]): Their metainfo (with
-                ``ori_shape``, and ``flip``/``flip_direction`` if flipped).
-            rescale (bool): Only True (back to ``ori_shape``) is supported.
-
-        Returns:
-            list[Tensor]: Per image, the predicted labels (H0, W0).
-        """
-        assert rescale, 'aug_test restores the original shape'
-        total = None
-        for aug_inputs, metas in zip(inputs, batch_img_metas):
-            probs = self.inference(aug_inputs, metas)['probs']
-            probs = [
-                self._restore(p, m, self.align_corners)
-                for p, m in zip(probs, metas)
-            ]
-            total = probs if total is None else [
-                t + p for t, p in zip(total, probs)
-            ]
-        return [t.argmax(dim=0) for t in total]

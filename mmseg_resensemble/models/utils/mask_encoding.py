@@ -23,8 +23,11 @@ def analog_to_probs(x: Tensor, scale: float) -> Tensor:
     return (x / scale + 1) / 2
 
 
-def labels_to_onehot(seg_label: Tensor, num_classes: int, ignore_index: int,
-                     size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+def labels_to_onehot(seg_label: Tensor,
+                     num_classes: int,
+                     ignore_index: int,
+                     size: Tuple[int, int],
+                     check: bool = True) -> Tuple[Tensor, Tensor]:
     """One-hot ground truth at the head's working resolution.
 
     The one-hot map and the valid mask are area-averaged to ``size``, so a
@@ -38,6 +41,9 @@ def labels_to_onehot(seg_label: Tensor, num_classes: int, ignore_index: int,
         num_classes (int): Number of classes K.
         ignore_index (int): Label value of ignored pixels.
         size (tuple[int, int]): Working resolution (h, w).
+        check (bool): Raise ``ValueError`` on labels that are neither a
+            class nor ``ignore_index`` (a device-to-host synchronisation);
+            without it they count as the nearest class. Defaults to True.
 
     Returns:
         tuple[Tensor, Tensor]: ``onehot`` of shape (N, K, h, w) in [0, 1]
@@ -50,7 +56,7 @@ def labels_to_onehot(seg_label: Tensor, num_classes: int, ignore_index: int,
     seg_label = seg_label.long()
     valid = seg_label != ignore_index
     bad = valid & ((seg_label < 0) | (seg_label >= num_classes))
-    if bad.any():
+    if check and bad.any():
         found = torch.unique(seg_label[bad]).tolist()
         raise ValueError(
             f'labels {found} are out of range for num_classes={num_classes} '

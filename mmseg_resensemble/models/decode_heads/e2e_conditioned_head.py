@@ -1,0 +1,214 @@
+# Copyright (c) mmseg-resensemble contributors. All rights reserved.
+"""The shared base of the heads that refine the frozen E2E output."""
+import logging
+import math
+from typing import List, Optional, Sequence, Tuple
+
+from mmengine.logging import print_log
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, SampleList
+from torch import Tensor
+
+from ..utils import labels_to_onehot, probs_to_analog
+
+#: head arguments that moved into ``denoiser`` (old configs still build)
+LEGACY_DENOISER_KEYS = ('num_blocks', 'dilations', 'time_embed_dims')
+#: the denoiser's submodules, which older checkpoints keep on the head
+LEGACY_DENOISER_MODULES = ('cond_proj', 'mask_in', 'time_mlp', 'blocks',
+                           'out_norm_act', 'conv_seg')
+
+
+class E2EConditionedHead(BaseDecodeHead):
+    """A head whose network sees the frozen E2E learner: its features (the
+    condition on I0) and its output x̂0.
+
+    It builds the network εθ from ``denoiser`` (a registered module, see
+    :class:`~mmseg_resensemble.models.denoisers.DilatedResDenoiser` for the
+    interface) and holds what every such head shares: the mask encoding
+    ([0, 1] -> [-s, s]), the condition at the working resolution, and the
+    training maps (condition, x̂0, one-hot ground truth, valid pixels).
+    Subclasses add the method: :class:`ResidualDiffusionHead` (the paper)
+    and :class:`E2ERefinerHead` (a deterministic ablation).
+
+    Args:
+        denoiser (dict): The network's config. ``in_channels``,
+            ``channels``, ``num_classes``, ``condition_on_e2e``,
+            ``norm_cfg`` and ``act_cfg`` default to the head's. Defaults to
+            ``dict(type='DilatedResDenoiser')``.
+        scale (float): s, the mask encoding range [-s, s]. Defaults to 1.0.
+        working_stride (int, optional): The head works at
+            ceil(H / stride) x ceil(W / stride) of the network input
+            (e.g. 4 for DeepLabV3+'s decoder output). Defaults to None:
+            the resolution of the selected condition features.
+        condition_on_e2e (bool): Feed x̂0 to εθ. Defaults to True.
+        debug (bool): Check the label maps of every training batch (a
+            device-to-host synchronisation; the data pipeline's
+            ``CheckImageAndLabel`` checks them once per file). Defaults to
+            False.
+        **kwargs: :class:`BaseDecodeHead` arguments (``in_channels``,
+            ``channels``, ``num_classes``, ``in_index``, ...).
+    """
+
+    def __init__(self,
+                 denoiser: ConfigType = dict(type='DilatedResDenoiser'),
+                 scale: float = 1.0,
+                 working_stride: Optional[int] = None,
+                 condition_on_e2e: bool = True,
+                 debug: bool = False,
+                 norm_cfg: ConfigType = dict(type='GN', num_groups=8),
+                 act_cfg: ConfigType = dict(type='SiLU'),
+                 init_cfg=None,
+                 **kwargs) -> None:
+        denoiser = dict(denoiser)
+        legacy = {
+            k: kwargs.pop(k)
+            for k in LEGACY_DENOISER_KEYS if k in kwargs
+        }
+        if legacy:
+            print_log(
+                f'{type(self).__name__}: {sorted(legacy)} are arguments of '
+                'the denoiser now; put them in decode_head.denoiser',
+                logger='current',
+                level=logging.WARNING)
+            denoiser.update(legacy)
+        super().__init__(
+            norm_cfg=norm_cfg, act_cfg=act_cfg, init_cfg=init_cfg, **kwargs)
+        if scale <= 0:
+            raise ValueError(f'scale must be > 0, got {scale}')
+        if working_stride is not None and working_stride < 1:
+            raise ValueError(
+                f'working_stride must be >= 1, got {working_stride}')
+        if self.out_channels != self.num_classes:
+            raise ValueError(
+                f'{type(self).__name__} predicts one channel per class: '
+                f'out_channels={self.out_channels} must equal '
+                f'num_classes={self.num_classes}')
+        self.scale = float(scale)
+        self.working_stride = working_stride
+        self.condition_on_e2e = condition_on_e2e
+        self.debug = bool(debug)
+        # the denoiser has its own output layer
+        del self.conv_seg
+        # BaseDecodeHead sums in_channels for input_transform='resize_concat'
+        for key, value in dict(
+                in_channels=self.in_channels,
+                channels=self.channels,
+                num_classes=self.num_classes,
+                condition_on_e2e=condition_on_e2e,
+                norm_cfg=self.norm_cfg,
+                act_cfg=self.act_cfg).items():
+            denoiser.setdefault(key, value)
+        self.denoiser = MODELS.build(denoiser)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
+                              **kwargs) -> None:
+        """Load checkpoints from before the denoiser was a module of its
+        own: ``{prefix}blocks.0...`` becomes ``{prefix}denoiser.blocks.0...``
+        (the same for ``cond_proj``, ``mask_in``, ``time_mlp``,
+        ``out_norm_act`` and ``conv_seg``)."""
+        for key in list(state_dict):
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix):]
+            if name.split('.', 1)[0] in LEGACY_DENOISER_MODULES:
+                new = f'{prefix}denoiser.{name}'
+                if new not in state_dict:
+                    state_dict[new] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def cls_seg(self, feat: Tensor) -> Tensor:
+        raise NotImplementedError(
+            'the denoiser gives the output; call forward()')
+
+    # ------------------------------------------------------------------
+    # the network
+    # ------------------------------------------------------------------
+    def encode_condition(self, inputs: List[Tensor],
+                         input_size: Sequence[int]) -> Tensor:
+        """The condition on I0, once per image (Eq. 19): the selected E2E
+        features through the denoiser's ``encode_condition``, resized to
+        the working resolution (ceil(H / s) x ceil(W / s) for
+        ``working_stride`` s, else the features' own).
+
+        Args:
+            inputs (list[Tensor]): Multi-level features, each (N, Ci, hi,
+                wi).
+            input_size (Sequence[int]): Network input size (H, W).
+
+        Returns:
+            Tensor: Condition of shape (N, C, h, w).
+        """
+        cond = self.denoiser.encode_condition(self._transform_inputs(inputs))
+        if self.working_stride is not None:
+            size = tuple(
+                math.ceil(s / self.working_stride) for s in input_size)
+            if tuple(cond.shape[-2:]) != size:
+                cond = resize(
+                    cond,
+                    size=size,
+                    mode='bilinear',
+                    align_corners=self.align_corners)
+        return cond
+
+    def forward(self, cond: Tensor, x_hat: Tensor, x_t: Tensor,
+                t: Tensor) -> Tensor:
+        """εθ(x̄t, I0, t): the denoiser on (N, K, h, w) maps, steps (N,)."""
+        return self.denoiser(cond, x_hat, x_t, t)
+
+    # ------------------------------------------------------------------
+    # the maps
+    # ------------------------------------------------------------------
+    def encode_e2e(self, e2e_probs: Tensor, size: Sequence[int]) -> Tensor:
+        """x̂0: E2E probabilities (N, K, H', W') -> (N, K, h, w) in [-s, s].
+        """
+        if e2e_probs.shape[1] != self.num_classes:
+            raise ValueError(
+                f'the E2E learner gives {e2e_probs.shape[1]} classes, '
+                f'the head has num_classes={self.num_classes}')
+        if tuple(e2e_probs.shape[-2:]) != tuple(size):
+            e2e_probs = resize(
+                e2e_probs,
+                size=tuple(size),
+                mode='bilinear',
+                align_corners=self.align_corners)
+        return probs_to_analog(e2e_probs.float(), self.scale)
+
+    def training_maps(self, inputs: List[Tensor], e2e_probs: Tensor,
+                      batch_data_samples: SampleList) -> Tuple[Tensor, ...]:
+        """Condition, x̂0 and ground truth at the working resolution.
+
+        Returns:
+            tuple[Tensor]: ``cond`` (N, C, h, w), ``x_hat`` (N, K, h, w) in
+            [-s, s], the one-hot ground truth ``onehot`` (N, K, h, w) in
+            [0, 1] and the labelled-pixel mask ``valid`` (N, 1, h, w).
+        """
+        seg_label = self._stack_batch_gt(batch_data_samples)
+        cond = self.encode_condition(inputs, seg_label.shape[-2:])
+        size = cond.shape[-2:]
+        x_hat = self.encode_e2e(e2e_probs, size)
+        try:
+            onehot, valid = labels_to_onehot(
+                seg_label,
+                self.num_classes,
+                self.ignore_index,
+                size,
+                check=self.debug)
+        except ValueError as e:
+            files = [
+                sample.metainfo.get('img_path', f'sample {i}')
+                for i, (
+                    sample,
+                    label) in enumerate(zip(batch_data_samples, seg_label))
+                if ((label != self.ignore_index)
+                    & ((label < 0) | (label >= self.num_classes))).any()
+            ]
+            raise ValueError(
+                f'{e}. Label maps with such values: {files}') from e
+        return cond, x_hat, onehot, valid
+
+    def check_test_cfg(self, test_cfg: ConfigType) -> None:
+        """Raise ``ValueError`` naming a bad setting of ``test_cfg``; the
+        segmentor calls it once, when it is built. Nothing to check here.
+        """
