@@ -1,5 +1,5 @@
 # ResEnsemble-DDPM of the CamVid benchmark (docs/benchmarks.md), on top of
-# the E2E learner configs/e2e/deeplabv3plus_m-v2-d16_1xb8-1.5k_camvid-
+# the E2E learner configs/e2e/deeplabv3plus_m-v2-d16_1xb8-3k_camvid-
 # 180x240.py (trained first): the shipped head (x̄0-prediction, one DDIM
 # step), 600 iterations of 8 crops of 180x240, x̂0 from the E2E cache (built
 # by E2ECacheHook before training, on the full 480x360 images). The same run
@@ -13,9 +13,9 @@ _base_ = [
 e2e_cache_dir = 'work_dirs/e2e_cache/deeplabv3plus_m-v2-d16_camvid'
 model = dict(
     e2e='{{fileDirname}}/../e2e/'
-    'deeplabv3plus_m-v2-d16_1xb8-1.5k_camvid-180x240.py',
-    e2e_checkpoint='work_dirs/deeplabv3plus_m-v2-d16_1xb8-1.5k_camvid-'
-    '180x240/iter_1500.pth',
+    'deeplabv3plus_m-v2-d16_1xb8-3k_camvid-180x240.py',
+    e2e_checkpoint='work_dirs/deeplabv3plus_m-v2-d16_1xb8-3k_camvid-'
+    '180x240/iter_3000.pth',
     decode_head=dict(
         # the E2E backbone's stride-4 (24 channels) and stride-16 (320)
         # features

@@ -19,7 +19,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-import mmseg_resensemble.engine.hooks.atomic_checkpoint_hook as atomic_module
+import mmseg_resensemble.utils.atomic_write as atomic_module
 from mmseg_resensemble.datasets import generate_shapes_dataset
 from mmseg_resensemble.engine.hooks.atomic_checkpoint_hook import (
     AtomicCheckpointHook, AtomicLocalBackend)

@@ -15,12 +15,14 @@ HOST_READS = ('item', 'tolist', 'cpu', 'numpy', '__bool__', '__int__',
               '__float__')
 
 
-def build(head_type='ResidualDiffusionHead', **test_cfg):
+def build(head_type='ResidualDiffusionHead', debug=False, **test_cfg):
     return MODELS.build(
         dict(
             type='ResEnsembleSegmentor',
             e2e=fcn_e2e(),
-            decode_head=head_cfg(type=head_type),
+            # debug=None would check CPU label maps (free there, skipped
+            # on an accelerator: see test_no_synchronisation_on_cuda)
+            decode_head=head_cfg(type=head_type, debug=debug),
             allow_random_e2e=True,
             test_cfg=dict(mode='whole', **test_cfg)))
 
@@ -75,7 +77,8 @@ def test_training_and_sampling_read_nothing_back(monkeypatch, test_cfg):
     not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_no_synchronisation_on_cuda():
     """CUDA's sync debug mode raises on every synchronising call."""
-    model = build(sampler='ddim', num_steps=2, eta=0.5).cuda()
+    # the default debug=None: labels on the device are not checked
+    model = build(sampler='ddim', num_steps=2, eta=0.5, debug=None).cuda()
     model.init_weights()
     train_inputs, train_samples = batch(model, True)
     test_inputs, test_samples = batch(model, False)

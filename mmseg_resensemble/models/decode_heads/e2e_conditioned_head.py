@@ -43,10 +43,12 @@ class E2EConditionedHead(BaseDecodeHead):
             (e.g. 4 for DeepLabV3+'s decoder output). Defaults to None:
             the resolution of the selected condition features.
         condition_on_e2e (bool): Feed x̂0 to εθ. Defaults to True.
-        debug (bool): Check the label maps of every training batch (a
-            device-to-host synchronisation; the data pipeline's
-            ``CheckImageAndLabel`` checks them once per file). Defaults to
-            False.
+        debug (bool, optional): Check the label maps of every training
+            batch, naming the files of out-of-range labels (on an
+            accelerator a device-to-host synchronisation; the data
+            pipeline's ``CheckImageAndLabel`` checks them once per file).
+            None (default): check them when they are on the CPU, where it
+            costs no synchronisation; True: always; False: never.
         **kwargs: :class:`BaseDecodeHead` arguments (``in_channels``,
             ``channels``, ``num_classes``, ``in_index``, ...).
     """
@@ -56,7 +58,7 @@ class E2EConditionedHead(BaseDecodeHead):
                  scale: float = 1.0,
                  working_stride: Optional[int] = None,
                  condition_on_e2e: bool = True,
-                 debug: bool = False,
+                 debug: Optional[bool] = None,
                  norm_cfg: ConfigType = dict(type='GN', num_groups=8),
                  act_cfg: ConfigType = dict(type='SiLU'),
                  init_cfg=None,
@@ -88,7 +90,7 @@ class E2EConditionedHead(BaseDecodeHead):
         self.scale = float(scale)
         self.working_stride = working_stride
         self.condition_on_e2e = condition_on_e2e
-        self.debug = bool(debug)
+        self.debug = None if debug is None else bool(debug)
         # the denoiser has its own output layer
         del self.conv_seg
         # BaseDecodeHead sums in_channels for input_transform='resize_concat'
@@ -194,10 +196,11 @@ class E2EConditionedHead(BaseDecodeHead):
                 self.num_classes,
                 self.ignore_index,
                 size,
-                check=self.debug)
+                check=(seg_label.device.type == 'cpu'
+                       if self.debug is None else self.debug))
         except ValueError as e:
             files = [
-                sample.metainfo.get('img_path', f'sample {i}')
+                sample.metainfo.get('seg_map_path', f'sample {i}')
                 for i, (
                     sample,
                     label) in enumerate(zip(batch_data_samples, seg_label))

@@ -68,7 +68,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
             diffusion['prediction_type'] = kwargs.pop('prediction_type')
         super().__init__(loss_decode=loss_decode, **kwargs)
         self.residual_target = residual_target
-        diffusion.setdefault('check_args', self.debug)
+        diffusion.setdefault('check_args', bool(self.debug))
         self.diffusion = GaussianDiffusion(**diffusion)
 
     @property
