@@ -189,3 +189,46 @@ def test_bench_quality_sampler_names():
     for bad in ('ddim', 'ddim-1-w', 'ddim-1-w0.5-from3', 'dpm-1'):
         with pytest.raises(ValueError, match='is not ddpm'):
             bench.sampler_cfg(bad)
+
+
+def test_bench_quality_samplers_do_not_inherit_settings():
+    """Each sampler of a scoring pass runs on the model's own test_cfg plus
+    its own settings, not on what the previous sampler left (a truncated
+    start must not leak into the next sampler)."""
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    spec = importlib.util.spec_from_file_location(
+        'bench_quality', 'tools/benchmarks/bench_quality.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seen = []
+
+    class Stub(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.decode_head = torch.nn.Identity()
+            self.e2e = torch.nn.Module()
+            self.e2e.extract_feat = lambda inputs: inputs
+            self.test_cfg = dict(mode='whole', seed=0)
+
+        def data_preprocessor(self, batch, training):
+            return batch
+
+        def predict(self, inputs, samples):
+            seen.append(dict(self.test_cfg))
+            out = SegDataSample()
+            out.pred_sem_seg = PixelData(data=torch.zeros(1, 2, 2).long())
+            out.e2e_pred_sem_seg = out.pred_sem_seg
+            return [out]
+
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.zeros(1, 2, 2).long())
+    loader = [dict(inputs=torch.zeros(1, 3, 2, 2), data_samples=[sample])]
+    bench.score_run(Stub(), loader, 2,
+                    ['ddim-1-from300', 'ddim-1-w0.6', 'ddim-2'], set())
+    assert seen[0]['start_step'] == 300
+    assert 'start_step' not in seen[1] and seen[1]['ensemble_weight'] == 0.6
+    assert 'ensemble_weight' not in seen[2] and seen[2]['num_steps'] == 2
+    assert all(s['mode'] == 'whole' and s['seed'] == 0 for s in seen)

@@ -671,6 +671,8 @@ def score_run(model, loader, num_classes, samplers, subset):
     """
     counter = ConfusionCounter(num_classes)
     is_ensemble = hasattr(model, 'decode_head') and samplers
+    # each sampler on the model's own test_cfg, not on the previous one's
+    base_cfg = dict(model.test_cfg) if is_ensemble else {}
     model.eval()
     with torch.no_grad(), (features_once(model) if is_ensemble else
                            contextlib.nullcontext(lambda: None)) as forget:
@@ -686,7 +688,8 @@ def score_run(model, loader, num_classes, samplers, subset):
             for n, name in enumerate(samplers):
                 if name == 'ddpm' and index not in subset:
                     continue
-                model.test_cfg.update(sampler_cfg(name))
+                model.test_cfg.clear()
+                model.test_cfg.update(base_cfg, **sampler_cfg(name))
                 result = model.predict(inputs, samples)[0]
                 counter.add(name, result.pred_sem_seg.data, label)
                 if n == 0:
