@@ -8,16 +8,13 @@ checkpoints. Unlike MMSeg's, it raises when the checkpoint cannot be read
 ``--show-dir`` saves the picture of every test image.
 """
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
-from mmseg.utils import register_all_modules
 
-from mmseg_resensemble.utils import (check_checkpoint_covers_model,
-                                     prepare_distributed, read_checkpoint,
-                                     shutdown_distributed)
+from mmseg_resensemble.utils import (add_config_args,
+                                     check_checkpoint_covers_model,
+                                     load_tool_config, prepare_distributed,
+                                     read_checkpoint, shutdown_distributed)
 
 
 def parse_args():
@@ -25,10 +22,6 @@ def parse_args():
         description='MMSeg test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir',
-        help=('if specified, the evaluation metric results will be dumped'
-              'into the directory as json'))
     parser.add_argument(
         '--out',
         type=str,
@@ -43,27 +36,12 @@ def parse_args():
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file. If the value to '
-        'be overwritten is a list, it should be like key="[a,b]" or key=a,b '
-        'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
-        'Note that the quotation marks are necessary and that no white space '
-        'is allowed.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
         '--tta', action='store_true', help='Test time augmentation')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_config_args(
+        parser,
+        work_dir_help='if specified, the evaluation metric results will be '
+        'dumped into the directory as json')
+    return parser.parse_args()
 
 
 def trigger_visualization_hook(cfg, args):
@@ -91,19 +69,7 @@ def trigger_visualization_hook(cfg, args):
 def main():
     args = parse_args()
 
-    register_all_modules(init_default_scope=True)
-
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir is determined in this priority: CLI > segment in file > filename
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
 
     # fail here, naming the file, rather than deep in the runner
     checkpoint = read_checkpoint(args.checkpoint)

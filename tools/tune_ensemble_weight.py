@@ -24,15 +24,14 @@ import json
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
-from mmseg.utils import register_all_modules
 
-from mmseg_resensemble.utils import (check_checkpoint_covers_model,
-                                     prepare_distributed, read_checkpoint,
-                                     shutdown_distributed)
+from mmseg_resensemble.utils import (add_config_args,
+                                     check_checkpoint_covers_model,
+                                     load_tool_config, prepare_distributed,
+                                     read_checkpoint, shutdown_distributed)
 
 DEFAULT_WEIGHTS = (0., 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.)
 
@@ -51,21 +50,8 @@ def parse_args():
         '--metric',
         default='mIoU',
         help="the val_evaluator's metric to maximise (default: mIoU)")
-    parser.add_argument('--work-dir', help='where the JSON result goes')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, as in tools/test.py')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_config_args(parser, work_dir_help='where the JSON result goes')
     args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
     for w in args.weights:
         if not 0 <= w <= 1:
             parser.error(f'--weights: {w} is not in [0, 1]')
@@ -74,19 +60,10 @@ def parse_args():
 
 def main():
     args = parse_args()
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_tool_config(args)
     if not cfg.get('val_dataloader') or not cfg.get('val_evaluator'):
         raise ValueError(f'{args.config} has no val_dataloader or '
                          'val_evaluator to choose the weight on')
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
     checkpoint = read_checkpoint(args.checkpoint)
     cfg.load_from = args.checkpoint
     # validation only: no training loop, optimizer or schedulers

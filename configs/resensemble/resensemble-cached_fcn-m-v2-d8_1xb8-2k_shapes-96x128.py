@@ -3,8 +3,10 @@
 # before training; LoadE2ECache then reads x̂0 and lets the augmentations
 # move it with the ground truth.
 _base_ = ['./resensemble_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py']
-# None: {work_dir}/e2e_cache; set a path to share the cache between runs
-e2e_cache_dir = None
+# one directory for the hook that builds the cache and the transform that
+# reads it, shared by the runs on this E2E learner (tools/train.py
+# --e2e-cache-dir DIR points both elsewhere)
+e2e_cache_dir = 'work_dirs/e2e_cache/fcn_m-v2-d8_1xb8-1k_shapes-96x128'
 custom_hooks = [
     dict(type='ResEnsembleSanityCheckHook', scan_files=True),
     dict(type='E2ECacheHook', cache_dir=e2e_cache_dir),

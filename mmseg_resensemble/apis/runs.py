@@ -8,10 +8,11 @@ from typing import Optional, Tuple
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.runner import Runner, load_checkpoint
-from mmseg.registry import MODELS
+from mmengine.runner import Runner
+from mmseg.apis import init_model
 
-from mmseg_resensemble.engine import E2ECacheHook
+from mmseg_resensemble.engine import build_e2e_cache
+from mmseg_resensemble.utils import set_e2e_cache_dir
 
 
 def load_run_config(path: str,
@@ -22,7 +23,8 @@ def load_run_config(path: str,
     """A config with its data root, work dir, length and seed set.
 
     Data loaders get at most one worker, without persistent workers (a
-    small machine runs several runs one after another).
+    small machine runs several runs one after another). A config with an
+    ``E2ECacheHook`` gets its E2E cache in ``{work_dir}/e2e_cache``.
     """
     cfg = Config.fromfile(path)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -31,6 +33,10 @@ def load_run_config(path: str,
         cfg[key].persistent_workers = False
     cfg.work_dir = work_dir
     cfg.launcher = 'none'
+    if any(
+            h.get('type') == 'E2ECacheHook'
+            for h in cfg.get('custom_hooks') or []):
+        set_e2e_cache_dir(cfg, osp.join(work_dir, 'e2e_cache'))
     if iters is not None:
         cfg.train_cfg.max_iters = iters
         cfg.train_cfg.val_interval = iters
@@ -59,20 +65,20 @@ def train_or_reuse(cfg: Config) -> Tuple[str, Optional[dict]]:
         print_log(f'reusing {ckpt}', 'current')
         return ckpt, None
     runner = Runner.from_cfg(cfg)
+    cache = build_e2e_cache(runner)
     runner.train()
-    cache = [h.stats for h in runner.hooks if isinstance(h, E2ECacheHook)]
-    return ckpt, (cache[0] if cache else None)
+    return ckpt, cache
 
 
 def load_resensemble(cfg: Config, checkpoint: str,
                      **test_cfg) -> torch.nn.Module:
-    """A trained ResEnsemble model in eval mode, ``test_cfg`` updated.
+    """MMSeg's ``init_model`` on the CPU, with ``model.test_cfg`` updated by
+    ``test_cfg`` (e.g. another sampler) first.
 
-    The E2E weights come from ``checkpoint`` (``e2e_checkpoint`` unused).
+    The E2E weights come from ``checkpoint`` (``e2e_checkpoint`` is not
+    read).
     """
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.e2e_checkpoint = None
-    model_cfg.test_cfg = dict(model_cfg.get('test_cfg') or {}, **test_cfg)
-    model = MODELS.build(model_cfg)
-    load_checkpoint(model, checkpoint, map_location='cpu', logger='current')
-    return model.eval()
+    cfg = copy.deepcopy(cfg)
+    cfg.model.e2e_checkpoint = None
+    cfg.model.test_cfg = dict(cfg.model.get('test_cfg') or {}, **test_cfg)
+    return init_model(cfg, checkpoint, device='cpu')

@@ -329,10 +329,10 @@ def test_transform_misuse(tmp_path, shapes_root):
     ])
     with pytest.raises(ValueError, match='before any geometric transform'):
         late(data_info(img_path))
-    with pytest.raises(ValueError, match='cache_dir=None'):
-        LoadE2ECache()(dict(img=np.zeros((4, 4, 3), np.uint8), img_path='a'))
-    with pytest.raises(ValueError, match='cache_dir'):
-        LoadE2ECache(cache_dir='')
+    # the directory is explicit (the E2ECacheHook's): no default
+    for bad in (None, ''):
+        with pytest.raises(ValueError, match='cache_dir must be a non-empty'):
+            LoadE2ECache(cache_dir=bad)
 
 
 def test_pack_without_cache_is_pack_seg_inputs(shapes_root):

@@ -25,7 +25,7 @@ from mmseg.registry import DATASETS, MODELS
 import mmseg_resensemble.engine.hooks.e2e_cache_hook as hook_module
 from mmseg_resensemble.datasets import (E2ECacheError, E2ECacheStore,
                                         generate_shapes_dataset)
-from mmseg_resensemble.engine.hooks import E2ECacheHook
+from mmseg_resensemble.engine.hooks import E2ECacheHook, build_e2e_cache
 from tests.tiny_models import DATA_PREPROCESSOR, fcn_e2e, head_cfg
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -45,7 +45,7 @@ def counts(hook):
     return {k: v for k, v in hook.stats.items() if k != 'seconds'}
 
 
-def train_pipeline(cache_dir=None):
+def train_pipeline(cache_dir):
     return [
         dict(type='LoadImageFromFile'),
         dict(type='LoadAnnotations'),
@@ -122,7 +122,7 @@ def mock_runner(work_dir, model, dataset):
         train_dataloader=SimpleNamespace(dataset=dataset))
 
 
-def build(ckpt, root, cache_dir=None, e2e=None):
+def build(ckpt, root, cache_dir, e2e=None):
     model = MODELS.build(model_cfg(ckpt, e2e))
     dataset = DATASETS.build(dataset_cfg(root, train_pipeline(cache_dir)))
     return model, dataset
@@ -167,10 +167,10 @@ def entry_mtimes(store):
 
 def test_build_reuse_and_read_through_the_pipeline(tmp_path, data_root, ckpt,
                                                    logs):
-    model, dataset = build(ckpt, data_root)
-    hook = E2ECacheHook()
-    hook.before_train(mock_runner(tmp_path, model, dataset))
     cache_dir = osp.join(str(tmp_path), 'e2e_cache')
+    model, dataset = build(ckpt, data_root, cache_dir)
+    hook = E2ECacheHook(cache_dir)
+    hook.before_train(mock_runner(tmp_path, model, dataset))
     assert counts(hook) == dict(images=6, reused=0, computed=6, repaired=0)
     store = E2ECacheStore(cache_dir)
     meta = store.read_meta()
@@ -179,7 +179,7 @@ def test_build_reuse_and_read_through_the_pipeline(tmp_path, data_root, ckpt,
     assert meta['fingerprint']['classes'] == list(dataset.metainfo['classes'])
     assert meta['fingerprint']['e2e_checkpoint_sha256'] is not None
     assert len(store.entry_keys_on_disk()) == 6
-    # the hook filled its directory into the train pipeline's transform
+    # the hook read the train pipeline's transform and left it as it was
     load = [
         t for t in dataset.pipeline.transforms
         if type(t).__name__ == 'LoadE2ECache'
@@ -208,8 +208,8 @@ def test_build_reuse_and_read_through_the_pipeline(tmp_path, data_root, ckpt,
     # a second run reuses every entry and rewrites none
     before = entry_mtimes(store)
     logs.clear()
-    model2, dataset2 = build(ckpt, data_root)
-    hook2 = E2ECacheHook()
+    model2, dataset2 = build(ckpt, data_root, cache_dir)
+    hook2 = E2ECacheHook(cache_dir)
     hook2.before_train(mock_runner(tmp_path, model2, dataset2))
     assert counts(hook2) == dict(images=6, reused=6, computed=0, repaired=0)
     assert entry_mtimes(store) == before
@@ -221,10 +221,10 @@ def test_fingerprint_mismatch_rebuilds(tmp_path, data_root, ckpt, logs,
                                        change):
     cache_dir = str(tmp_path / 'cache')
     model, dataset = build(ckpt, data_root, cache_dir)
-    E2ECacheHook().before_train(mock_runner(tmp_path, model, dataset))
+    E2ECacheHook(cache_dir).before_train(mock_runner(tmp_path, model, dataset))
     old_digest = E2ECacheStore(cache_dir).read_meta()['digest']
     logs.clear()
-    hook = E2ECacheHook()
+    hook = E2ECacheHook(cache_dir)
     if change == 'weights':
         other = save_e2e_checkpoint(str(tmp_path / 'other.pth'), seed=1)
         model, dataset = build(other, data_root, cache_dir)
@@ -232,10 +232,10 @@ def test_fingerprint_mismatch_rebuilds(tmp_path, data_root, ckpt, logs,
     elif change == 'pipeline':
         pipeline = copy.deepcopy(TEST_PIPELINE)
         pipeline[1]['scale'] = (64, 48)
-        hook = E2ECacheHook(pipeline=pipeline)
+        hook = E2ECacheHook(cache_dir, pipeline=pipeline)
         expected = ['test_pipeline']
     else:
-        hook = E2ECacheHook(topk=2)
+        hook = E2ECacheHook(cache_dir, topk=2)
         expected = ['storage']
     hook.before_train(mock_runner(tmp_path, model, dataset))
     assert hook.stats['computed'] == 6 and hook.stats['reused'] == 0
@@ -262,7 +262,7 @@ def test_another_e2e_learner_is_refused_while_a_run_uses_the_cache(
     refused, naming the first run, instead of rebuilding under it."""
     cache_dir = str(tmp_path / 'cache')
     model, dataset = build(ckpt, data_root, cache_dir)
-    first = E2ECacheHook()
+    first = E2ECacheHook(cache_dir)
     first.before_train(mock_runner(tmp_path / 'first', model, dataset))
     store = E2ECacheStore(cache_dir)
     digest = store.read_meta()['digest']
@@ -284,7 +284,7 @@ def test_another_e2e_learner_is_refused_while_a_run_uses_the_cache(
     model, dataset = build(other, data_root, cache_dir)
     try:
         with pytest.raises(E2ECacheError) as info:
-            E2ECacheHook().before_train(
+            E2ECacheHook(cache_dir).before_train(
                 mock_runner(tmp_path / 'second', model, dataset))
     finally:
         sleeper.kill()
@@ -298,10 +298,10 @@ def test_another_e2e_learner_is_refused_while_a_run_uses_the_cache(
     assert os.listdir(store.users_dir) == ['other-run.json']
     # a run with the same E2E learner may share the cache
     model, dataset = build(ckpt, data_root, cache_dir)
-    E2ECacheHook().before_train(mock_runner(tmp_path, model, dataset))
+    E2ECacheHook(cache_dir).before_train(mock_runner(tmp_path, model, dataset))
     # once the first run's process is gone, its user file is removed
     model, dataset = build(other, data_root, cache_dir)
-    hook = E2ECacheHook()
+    hook = E2ECacheHook(cache_dir)
     hook.before_train(mock_runner(tmp_path / 'second', model, dataset))
     assert hook.stats['computed'] == 6
     assert not osp.exists(other_user)
@@ -311,7 +311,7 @@ def test_another_e2e_learner_is_refused_while_a_run_uses_the_cache(
 def test_invalid_entries_are_recomputed(tmp_path, data_root, ckpt, logs):
     cache_dir = str(tmp_path / 'cache')
     model, dataset = build(ckpt, data_root, cache_dir)
-    E2ECacheHook().before_train(mock_runner(tmp_path, model, dataset))
+    E2ECacheHook(cache_dir).before_train(mock_runner(tmp_path, model, dataset))
     store = E2ECacheStore(cache_dir)
     paths = sorted(store.entry_keys_on_disk().values())
     with open(paths[0], 'r+b') as f:  # truncated
@@ -357,7 +357,7 @@ def test_slide_mode_entries(tmp_path, data_root, ckpt, logs):
     e2e['test_cfg'] = dict(mode='slide', crop_size=(16, 16), stride=(8, 8))
     model, dataset = build(ckpt, data_root, str(tmp_path / 'c'), e2e=e2e)
     model.eval()
-    hook = E2ECacheHook()
+    hook = E2ECacheHook(str(tmp_path / 'c'))
     hook.before_train(mock_runner(tmp_path, model, dataset))
     store = E2ECacheStore(str(tmp_path / 'c'))
     meta = store.read_meta()
@@ -385,10 +385,11 @@ def test_test_time_padding_is_cropped(tmp_path, data_root, ckpt, logs):
             model_cfg(ckpt),
             data_preprocessor=dict(
                 DATA_PREPROCESSOR, test_cfg=dict(size_divisor=32))))
-    dataset = DATASETS.build(dataset_cfg(data_root, train_pipeline()))
-    hook = E2ECacheHook()
+    cache_dir = osp.join(str(tmp_path), 'e2e_cache')
+    dataset = DATASETS.build(dataset_cfg(data_root, train_pipeline(cache_dir)))
+    hook = E2ECacheHook(cache_dir)
     hook.before_train(mock_runner(tmp_path, model, dataset))
-    store = E2ECacheStore(osp.join(str(tmp_path), 'e2e_cache'))
+    store = E2ECacheStore(cache_dir)
     meta = store.read_meta()
     img_path = dataset.get_data_info(0)['img_path']
     cached, _ = store.read_entry(store.key_for(img_path, data_root), meta=meta)
@@ -411,7 +412,7 @@ KILL_SCRIPT = textwrap.dedent("""
 
     import mmseg_resensemble  # noqa: F401
     from mmseg_resensemble.datasets import E2ECacheStore
-    from mmseg_resensemble.engine.hooks import E2ECacheHook
+    from mmseg_resensemble.engine.hooks import E2ECacheHook, build_e2e_cache
     from tests.test_engine.test_e2e_cache_hook import (dataset_cfg,
                                                         mock_runner,
                                                         model_cfg)
@@ -479,20 +480,27 @@ def test_killed_build_resumes(tmp_path, ckpt, logs):
 
 
 def test_misconfiguration(tmp_path, data_root, ckpt):
-    model, dataset = build(ckpt, data_root, str(tmp_path / 'a'))
+    a = str(tmp_path / 'a')
+    model, dataset = build(ckpt, data_root, a)
     with pytest.raises(ValueError, match='disagree'):
         E2ECacheHook(str(tmp_path / 'b')).before_train(
             mock_runner(tmp_path, model, dataset))
     with pytest.raises(ValueError, match='topk=5 must be < num_classes=5'):
-        E2ECacheHook(topk=5).before_train(
-            mock_runner(tmp_path, model, dataset))
+        E2ECacheHook(
+            a, topk=5).before_train(mock_runner(tmp_path, model, dataset))
     with pytest.raises(ValueError, match='TestTimeAug'):
-        E2ECacheHook(pipeline=[dict(type='TestTimeAug')]).before_train(
-            mock_runner(tmp_path, model, dataset))
+        E2ECacheHook(
+            a,
+            pipeline=[dict(type='TestTimeAug')
+                      ]).before_train(mock_runner(tmp_path, model, dataset))
     with pytest.raises(TypeError, match='ResEnsembleSegmentor'):
-        E2ECacheHook().before_train(mock_runner(tmp_path, model.e2e, dataset))
+        E2ECacheHook(a).before_train(mock_runner(tmp_path, model.e2e, dataset))
     with pytest.raises(ValueError, match='topk'):
-        E2ECacheHook(topk=0)
+        E2ECacheHook(a, topk=0)
+    # the directory is explicit: no default, none filled in
+    for bad in (None, ''):
+        with pytest.raises(ValueError, match='cache_dir must be a non-empty'):
+            E2ECacheHook(bad)
 
 
 class CacheProbe(Hook):
@@ -521,24 +529,23 @@ class CacheProbe(Hook):
                 (tuple(ds.e2e_probs.shape), tuple(ds.img_shape)))
 
 
-def test_training_with_a_real_runner(tmp_path, data_root, ckpt):
-    """IterBasedTrainLoop starts (persistent) workers before before_train:
-    the hook restarts them, so they see the cache and its directory."""
+def real_runner_cfg(work_dir, data_root, ckpt, num_workers):
+    cache_dir = osp.join(str(work_dir), 'e2e_cache')
     dataloader = dict(
         batch_size=2,
-        num_workers=1,
-        persistent_workers=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
         sampler=dict(type='InfiniteSampler', shuffle=True),
-        dataset=dataset_cfg(data_root, train_pipeline()))
+        dataset=dataset_cfg(data_root, train_pipeline(cache_dir)))
     test_loader = dict(
         batch_size=1,
         num_workers=0,
         sampler=dict(type='DefaultSampler', shuffle=False),
         dataset=dataset_cfg(data_root, TEST_PIPELINE))
-    cfg = Config(
+    return Config(
         dict(
             default_scope='mmseg',
-            work_dir=str(tmp_path / 'work'),
+            work_dir=str(work_dir),
             model=model_cfg(ckpt),
             train_dataloader=dataloader,
             train_cfg=dict(
@@ -550,31 +557,64 @@ def test_training_with_a_real_runner(tmp_path, data_root, ckpt):
             test_dataloader=test_loader,
             test_cfg=dict(type='TestLoop'),
             test_evaluator=dict(type='IoUMetric'),
-            custom_hooks=[dict(type='E2ECacheHook')],
+            custom_hooks=[dict(type='E2ECacheHook', cache_dir=cache_dir)],
             default_hooks=dict(
                 logger=dict(type='LoggerHook', interval=1), checkpoint=None),
             log_level='WARNING',
-            randomness=dict(seed=0)))
-    runner = Runner.from_cfg(cfg)
+            randomness=dict(seed=0))), cache_dir
+
+
+def train_probed(runner):
     probe = CacheProbe()
     runner.register_hook(probe)
     runner.train()
-    cache_dir = osp.join(str(tmp_path / 'work'), 'e2e_cache')
-    store = E2ECacheStore(cache_dir)
-    meta = store.read_meta()
-    assert meta['complete'] and len(store.entry_keys_on_disk()) == 6
-    # the fingerprint holds the E2E learner's config from model.e2e
-    assert meta['fingerprint']['e2e_config']['type'] == 'EncoderDecoder'
     assert len(probe.shapes) == 6  # 3 iterations of 2 images
     for probs_shape, img_shape in probe.shapes:
         assert probs_shape == img_shape
     assert probe.e2e_calls == 0  # x̂0 came from the cache
 
 
+def test_training_with_a_real_runner(tmp_path, data_root, ckpt):
+    """build_e2e_cache() builds the cache before the training loop starts
+    its (persistent) data workers, which then find it complete; the hook's
+    before_train has nothing left to do."""
+    cfg, cache_dir = real_runner_cfg(tmp_path / 'work', data_root, ckpt, 1)
+    runner = Runner.from_cfg(cfg)
+    stats = build_e2e_cache(runner)
+    assert stats['computed'] == 6 and stats['images'] == 6
+    hook = [h for h in runner.hooks if isinstance(h, E2ECacheHook)][0]
+    train_probed(runner)
+    assert hook.stats is stats  # before_train built nothing more
+    store = E2ECacheStore(cache_dir)
+    meta = store.read_meta()
+    assert meta['complete'] and len(store.entry_keys_on_disk()) == 6
+    # the fingerprint holds the E2E learner's config from model.e2e
+    assert meta['fingerprint']['e2e_config']['type'] == 'EncoderDecoder'
+    # a runner without the hook: nothing to build
+    plain = Runner.from_cfg(Config(dict(cfg, custom_hooks=[])))
+    assert build_e2e_cache(plain) is None
+
+
+def test_cache_built_while_workers_run_stops_the_run(tmp_path, data_root,
+                                                     ckpt):
+    """Without build_e2e_cache(), the workers start before before_train: a
+    cache that needed computing then stops the run (they may have loaded
+    missing or stale entries), complete for the next start; with no
+    workers the hook builds it in before_train and training goes on."""
+    cfg, cache_dir = real_runner_cfg(tmp_path / 'work', data_root, ckpt, 1)
+    with pytest.raises(E2ECacheError, match='start the training again'):
+        Runner.from_cfg(copy.deepcopy(cfg)).train()
+    assert E2ECacheStore(cache_dir).read_meta()['complete']
+    train_probed(Runner.from_cfg(copy.deepcopy(cfg)))
+    cfg0, _ = real_runner_cfg(tmp_path / 'work0', data_root, ckpt, 0)
+    train_probed(Runner.from_cfg(cfg0))
+
+
 def test_entries_are_the_segmentors_e2e_probs(tmp_path, data_root, ckpt, logs):
     """The cache stores what ResEnsembleSegmentor.e2e_probs gives (the x̂0
     of training on the fly), area-averaged to the finest feature level."""
-    model, dataset = build(ckpt, data_root)
+    cache_dir = osp.join(str(tmp_path), 'e2e_cache')
+    model, dataset = build(ckpt, data_root, cache_dir)
     outputs = []
     original = model.e2e_probs
 
@@ -583,10 +623,10 @@ def test_entries_are_the_segmentors_e2e_probs(tmp_path, data_root, ckpt, logs):
         return outputs[-1]
 
     model.e2e_probs = recorded
-    hook = E2ECacheHook()
+    hook = E2ECacheHook(cache_dir)
     hook.before_train(mock_runner(tmp_path, model, dataset))
     assert len(outputs) == 6  # one call per image
-    store = E2ECacheStore(osp.join(str(tmp_path), 'e2e_cache'))
+    store = E2ECacheStore(cache_dir)
     meta = store.read_meta()
     first = sorted(dataset.get_data_info(i)['img_path'] for i in range(6))[0]
     cached, _ = store.read_entry(store.key_for(first, data_root), meta=meta)

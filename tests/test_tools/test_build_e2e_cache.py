@@ -17,7 +17,8 @@ CACHED = ('configs/resensemble/'
 def build_cache(monkeypatch, data_root, work_dir):
     monkeypatch.setattr(sys, 'argv', [
         'build_e2e_cache.py',
-        osp.join(ROOT, CACHED), '--work-dir', work_dir, '--cfg-options',
+        osp.join(ROOT, CACHED), '--work-dir', work_dir, '--e2e-cache-dir',
+        osp.join(work_dir, 'e2e_cache'), '--cfg-options',
         'model.e2e_checkpoint=None', 'model.allow_random_e2e=True',
         f'train_dataloader.dataset.data_root={data_root}',
         f'val_dataloader.dataset.data_root={data_root}',

@@ -51,13 +51,15 @@ def test_two_ranks_with_cache(tmp_path):
         f'_base_ = [{osp.join(ROOT, CACHED)!r}]\n'
         "custom_imports = dict(imports=['mmseg_resensemble', 'dump_head'], "
         'allow_failed_imports=False)\n'
-        "custom_hooks = [dict(type='E2ECacheHook'), "
+        "custom_hooks = [dict(type='E2ECacheHook', cache_dir='e2e_cache'), "
         "dict(type='DumpHeadPerRank')]\n")
     work_dir = str(tmp_path / 'res')
+    cache_dir = osp.join(work_dir, 'e2e_cache')
     out = run(
         [
             'bash', 'tools/dist_train.sh',
-            str(config), '2', '--work-dir', work_dir, '--cfg-options'
+            str(config), '2', '--work-dir', work_dir, '--e2e-cache-dir',
+            cache_dir, '--cfg-options'
         ] + small_run_options(data_root, 3, 3) + [
             f'model.e2e_checkpoint={osp.join(e2e_dir, "iter_2.pth")}',
             'model.test_cfg.num_steps=2'
@@ -69,7 +71,7 @@ def test_two_ranks_with_cache(tmp_path):
             PYTHONPATH=f'{tmp_path}:{os.environ.get("PYTHONPATH", "")}'))
     # every training image cached exactly once, across both ranks
     assert re.search(r'7 images, 0 reused, 7 computed', out), out[-3000:]
-    entries = os.listdir(osp.join(work_dir, 'e2e_cache', 'entries'))
+    entries = os.listdir(osp.join(cache_dir, 'entries'))
     assert len([e for e in entries if e.endswith('.npz')]) == 7
     # identical diffusion-head weights on both ranks
     heads = [

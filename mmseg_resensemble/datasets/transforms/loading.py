@@ -58,28 +58,23 @@ class LoadE2ECache(BaseTransform):
     - seg_fields
 
     Args:
-        cache_dir (str, optional): The cache directory. None takes the
-            directory of the ``E2ECacheHook``, which sets it before
-            training.
+        cache_dir (str): The cache directory, the ``cache_dir`` of the
+            ``E2ECacheHook`` that builds it (one variable of the config).
     """
 
-    def __init__(self, cache_dir: Optional[str] = None) -> None:
+    def __init__(self, cache_dir: str) -> None:
         super().__init__()
-        if cache_dir is not None and (not isinstance(cache_dir, str)
-                                      or not cache_dir):
-            raise ValueError('cache_dir must be a non-empty str or None, '
-                             f'got {cache_dir!r}')
+        if not isinstance(cache_dir, str) or not cache_dir:
+            raise ValueError(
+                'cache_dir must be a non-empty str (the cache_dir of the '
+                f'E2ECacheHook), got {cache_dir!r}')
         self.cache_dir = cache_dir
         self._store: Optional[E2ECacheStore] = None
 
     @property
     def store(self) -> E2ECacheStore:
         """The cache this transform reads."""
-        if self.cache_dir is None:
-            raise ValueError(
-                'LoadE2ECache has cache_dir=None: set it, or add '
-                "custom_hooks = [dict(type='E2ECacheHook')], which sets it")
-        if self._store is None or self._store.cache_dir != self.cache_dir:
+        if self._store is None:
             self._store = E2ECacheStore(self.cache_dir)
         return self._store
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from mmengine.dataset import Compose, InfiniteSampler
+from mmengine.dataset import Compose
 from mmengine.dist import (all_reduce, barrier, broadcast_object_list,
                            get_dist_info)
 from mmengine.hooks import Hook
@@ -31,7 +31,7 @@ from ...datasets.e2e_cache_store import (E2ECacheError, E2ECacheStore,
 from ...datasets.transforms import LoadE2ECache
 from ...models.segmentors import ResEnsembleSegmentor
 
-__all__ = ['E2ECacheHook']
+__all__ = ['E2ECacheHook', 'build_e2e_cache']
 
 
 def _type_name(transform_cfg: Any) -> str:
@@ -57,6 +57,18 @@ class E2ECacheHook(Hook):
     pipeline then feed them to the segmentor, which skips the E2E decode
     head (the backbone still runs for the diffusion learner's features).
 
+    The cache is plain data: one directory, named in the config once and
+    given to both this hook and :class:`LoadE2ECache` (the configs'
+    ``e2e_cache_dir``); the hook reads the pipeline to check that they
+    agree and never rewrites it. Build it before the data loader starts:
+    ``tools/build_e2e_cache.py CONFIG``, or this project's
+    ``tools/train.py``, which calls :func:`build_e2e_cache` before training.
+    Otherwise the hook builds it in ``before_train``; as the training data
+    workers start before that (``IterBasedTrainLoop`` starts them when it is
+    built) and may have loaded missing or stale entries, a run with
+    ``num_workers > 0`` whose cache needed computing stops there with
+    :class:`E2ECacheError`, the cache complete for the next start.
+
     A cache whose fingerprint matches (E2E config, architecture, weights
     and checkpoint bytes, data preprocessor, test pipeline, classes and
     storage format) is reused: every entry is checked and only missing,
@@ -69,10 +81,9 @@ class E2ECacheHook(Hook):
     cache under it.
 
     Args:
-        cache_dir (str, optional): The cache directory; share it between
-            runs of the same E2E learner. None takes the ``cache_dir`` of
-            the train pipeline's :class:`LoadE2ECache`, else
-            ``{work_dir}/e2e_cache``.
+        cache_dir (str): The cache directory, the ``cache_dir`` of the
+            train pipeline's :class:`LoadE2ECache`; share it between runs of
+            the same E2E learner.
         pipeline (list[dict], optional): The test pipeline that loads an
             image for the E2E learner. None takes the ``test_dataloader``'s
             (else the ``val_dataloader``'s) pipeline without its
@@ -99,17 +110,17 @@ class E2ECacheHook(Hook):
     priority = 'VERY_HIGH'
 
     def __init__(self,
-                 cache_dir: Optional[str] = None,
+                 cache_dir: str,
                  *,
                  pipeline: Optional[List[dict]] = None,
                  topk: Optional[int] = None,
                  compress: bool = True,
                  rebuild: bool = False,
                  out_of_fold: Optional[List[dict]] = None) -> None:
-        if cache_dir is not None and (not isinstance(cache_dir, str)
-                                      or not cache_dir):
-            raise ValueError('cache_dir must be a non-empty str or None, '
-                             f'got {cache_dir!r}')
+        if not isinstance(cache_dir, str) or not cache_dir:
+            raise ValueError(
+                'cache_dir must be a non-empty str (the cache_dir of the '
+                f"train pipeline's LoadE2ECache), got {cache_dir!r}")
         if topk is not None and (not isinstance(topk, int) or topk < 1):
             raise ValueError(f'topk must be an int >= 1 or None, got {topk!r}')
         if pipeline is not None and not isinstance(pipeline, (list, tuple)):
@@ -126,18 +137,37 @@ class E2ECacheHook(Hook):
         self._store_stride: Optional[float] = None
         # rank 0's registration as a user of the cache (while it trains)
         self._user_file: Optional[str] = None
-        # whether cache_dir was filled into a LoadE2ECache of the pipeline
-        self._filled_in = False
+        # whether build_e2e_cache() built the cache before the training
+        # loop started
+        self._ready = False
 
     # ------------------------------------------------------------------
     # the hook
     # ------------------------------------------------------------------
     def before_train(self, runner) -> None:
-        """Build or complete the cache; restart the data workers if they
-        started before it was usable."""
+        """Build or complete the cache, unless :func:`build_e2e_cache` did
+        before the training loop started.
+
+        Raises:
+            E2ECacheError: If entries had to be computed while the training
+                data workers were running (they started before the cache
+                was complete); the cache is complete when it is raised.
+        """
+        if self._ready:
+            return
         self.build_cache(runner, runner.train_dataloader.dataset)
-        if self.stats['computed'] or self._filled_in:
-            self._restart_train_dataloader(runner)
+        computed = self.stats['computed']
+        workers = getattr(runner.train_dataloader, 'num_workers', 0)
+        if computed and workers:
+            raise E2ECacheError(
+                f'E2ECacheHook: the E2E cache {self.cache_dir} was not '
+                f'complete when the {workers} training data workers started '
+                f'({computed} of {self.stats["images"]} entries were '
+                'computed now), so they may have loaded missing or stale '
+                'entries. The cache is complete now: start the training '
+                'again. To build it before the data loader starts, run '
+                '`python tools/build_e2e_cache.py CONFIG` first, or train '
+                "with this project's tools/train.py, which does so.")
 
     def build_cache(self, runner, dataset: Any) -> Dict[str, float]:
         """Build or complete the cache of ``dataset``'s images (every rank
@@ -160,7 +190,8 @@ class E2ECacheHook(Hook):
                             f'{type(model).__name__}')
         start = time.perf_counter()
         self._store_stride = None
-        cache_dir = self._resolve_cache_dir(runner, dataset)
+        self._ready = False
+        cache_dir = self._check_pipeline(dataset)
         samples = self._training_samples(dataset)
         if not samples:
             raise ValueError('E2ECacheHook: the training set has no images')
@@ -277,43 +308,27 @@ class E2ECacheHook(Hook):
         """The ``LoadE2ECache`` transforms of the training pipelines."""
         return [t for _, t in find_transforms(dataset, LoadE2ECache)]
 
-    def _resolve_cache_dir(self, runner, dataset: Any) -> str:
-        """The cache directory; fills it into the ``LoadE2ECache`` of the
-        train pipeline and checks that they agree."""
+    def _check_pipeline(self, dataset: Any) -> str:
+        """The cache directory, checked against the ``LoadE2ECache``
+        transforms of the train pipeline (read, never rewritten)."""
         transforms = self._cache_transforms(dataset)
-        named = {
-            osp.abspath(t.cache_dir)
-            for t in transforms if t.cache_dir is not None
-        }
-        if self.cache_dir is not None:
-            cache_dir = self.cache_dir
-        elif len(named) == 1:
-            cache_dir = next(iter(named))
-        elif len(named) > 1:
-            raise ValueError('the LoadE2ECache transforms of the training '
-                             f'set disagree on cache_dir: {sorted(named)}')
-        else:
-            cache_dir = osp.join(runner.work_dir, 'e2e_cache')
-        self._filled_in = False
         for t in transforms:
-            if t.cache_dir is None:
-                t.cache_dir = cache_dir
-                self._filled_in = True
-            elif osp.abspath(t.cache_dir) != osp.abspath(cache_dir):
+            if osp.abspath(t.cache_dir) != osp.abspath(self.cache_dir):
                 raise ValueError(
-                    f'E2ECacheHook(cache_dir={cache_dir!r}) and the train '
-                    f'pipeline\'s LoadE2ECache(cache_dir={t.cache_dir!r}) '
-                    'disagree')
+                    f'E2ECacheHook(cache_dir={self.cache_dir!r}) and the '
+                    "train pipeline's LoadE2ECache(cache_dir="
+                    f'{t.cache_dir!r}) disagree: give both the same '
+                    'directory (one variable of the config)')
         if not transforms:
             print_log(
                 'E2ECacheHook: the train pipeline has no LoadE2ECache, so '
-                f'the cache built in {cache_dir} is not used: training '
+                f'the cache built in {self.cache_dir} is not used: training '
                 'computes x̂0 on the fly. Add LoadE2ECache after '
                 'LoadAnnotations and PackResEnsembleInputs instead of '
                 'PackSegInputs to use it.',
                 logger='current',
                 level=logging.WARNING)
-        return cache_dir
+        return self.cache_dir
 
     def _test_pipeline_cfg(self, runner) -> List[dict]:
         """The test pipeline without annotation loading."""
@@ -651,39 +666,6 @@ class E2ECacheHook(Hook):
     # ------------------------------------------------------------------
     # the data workers
     # ------------------------------------------------------------------
-    @staticmethod
-    def _restart_train_dataloader(runner) -> None:
-        """Start the training data workers anew.
-
-        ``IterBasedTrainLoop`` starts its workers (which prefetch batches)
-        when it is built, before ``before_train``: those workers loaded
-        samples before the cache existed and hold a copy of the pipeline
-        from before :meth:`_resolve_cache_dir` filled it in.
-        """
-        loop = getattr(runner, 'train_loop', None)
-        loader = getattr(loop, 'dataloader', None)
-        old = getattr(loop, 'dataloader_iterator', None)
-        if loader is None or (old is None
-                              and getattr(loader, '_iterator', None) is None):
-            return
-        if getattr(loader, '_iterator', None) is not None:
-            loader._iterator = None  # persistent workers: fork new ones
-        # InfiniteSampler iterations share one index generator, which the
-        # old iteration closes when it is freed: give the sampler a fresh
-        # one (it restarts the same seeded order)
-        for sampler in (getattr(loader, 'sampler', None),
-                        getattr(
-                            getattr(loader, 'batch_sampler', None), 'sampler',
-                            None)):
-            if isinstance(sampler, InfiniteSampler):
-                sampler.indices = sampler._indices_of_rank()
-        if old is not None:
-            loop.dataloader_iterator = type(old)(loader)
-        print_log(
-            'E2ECacheHook: restarted the training data loader, whose '
-            'workers started before the cache was ready',
-            logger='current',
-            level=logging.DEBUG)
 
 
 def json_fields(**fields: Any) -> Dict[str, Any]:
@@ -706,3 +688,31 @@ def _finest_stride(model: torch.nn.Module, inputs: Tensor) -> float:
     refinement excepted)."""
     feats = model.extract_feat(inputs)
     return inputs.shape[-2] / max(f.shape[-2] for f in feats)
+
+
+def build_e2e_cache(runner) -> Optional[Dict[str, float]]:
+    """Build the cache of the runner's :class:`E2ECacheHook` before the
+    training loop (and with it the data workers) starts, so that every
+    worker finds the cache complete; the hook's ``before_train`` then has
+    nothing to do. ``tools/train.py`` and ``tools/build_e2e_cache.py`` call
+    it between ``Runner.from_cfg`` and ``runner.train()``; every rank takes
+    part.
+
+    Args:
+        runner (Runner): A runner whose training loop is not built yet.
+
+    Returns:
+        dict, optional: The hook's :attr:`~E2ECacheHook.stats`; None if the
+        runner has no :class:`E2ECacheHook`.
+    """
+    hooks = [h for h in runner.hooks if isinstance(h, E2ECacheHook)]
+    if not hooks:
+        return None
+    if len(hooks) > 1:
+        raise ValueError(f'the runner has {len(hooks)} E2ECacheHook; it '
+                         'needs at most one')
+    hook = hooks[0]
+    dataset = runner.build_dataloader(runner.cfg.train_dataloader).dataset
+    stats = hook.build_cache(runner, dataset)
+    hook._ready = stats['reused'] + stats['computed'] == stats['images']
+    return stats
