@@ -18,9 +18,10 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from mmseg_resensemble.engine import E2ECacheHook, build_e2e_cache
-from mmseg_resensemble.utils import (add_config_args, load_tool_config,
-                                     prepare_distributed, shutdown_distributed)
+from mmseg_resensemble.engine import build_e2e_cache
+from mmseg_resensemble.utils import (add_config_args, e2e_cache_hooks,
+                                     load_tool_config, prepare_distributed,
+                                     shutdown_distributed)
 
 
 def parse_args():
@@ -33,10 +34,7 @@ def parse_args():
 
 def cache_hook_cfg(cfg: Config) -> dict:
     """The config's ``E2ECacheHook`` entry of ``custom_hooks``."""
-    hooks = [
-        h for h in cfg.get('custom_hooks') or []
-        if h.get('type') in ('E2ECacheHook', E2ECacheHook)
-    ]
+    hooks = e2e_cache_hooks(cfg)
     if len(hooks) != 1:
         raise ValueError(f'the config has {len(hooks)} E2ECacheHook in '
                          'custom_hooks; it needs exactly one')

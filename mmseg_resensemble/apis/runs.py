@@ -12,7 +12,8 @@ from mmengine.runner import Runner
 from mmseg.apis import init_model
 
 from mmseg_resensemble.engine import build_e2e_cache
-from mmseg_resensemble.utils import set_e2e_cache_dir
+from mmseg_resensemble.utils.e2e_cache_dir import (e2e_cache_hooks,
+                                                   set_e2e_cache_dir)
 
 
 def load_run_config(path: str,
@@ -33,9 +34,7 @@ def load_run_config(path: str,
         cfg[key].persistent_workers = False
     cfg.work_dir = work_dir
     cfg.launcher = 'none'
-    if any(
-            h.get('type') == 'E2ECacheHook'
-            for h in cfg.get('custom_hooks') or []):
+    if e2e_cache_hooks(cfg):
         set_e2e_cache_dir(cfg, osp.join(work_dir, 'e2e_cache'))
     if iters is not None:
         cfg.train_cfg.max_iters = iters

@@ -2,12 +2,22 @@
 """Point a config's E2E cache at another directory."""
 from typing import Any
 
-__all__ = ['set_e2e_cache_dir']
+__all__ = ['config_type_name', 'e2e_cache_hooks', 'set_e2e_cache_dir']
 
 
-def _is(cfg: Any, name: str) -> bool:
-    t = cfg.get('type') if isinstance(cfg, dict) else None
-    return t == name or getattr(t, '__name__', None) == name
+def config_type_name(cfg: Any) -> str:
+    """The ``type`` of a component config (a name or a class), as a
+    name; '' if it has none."""
+    t = cfg.get('type', '') if isinstance(cfg, dict) else ''
+    return t if isinstance(t, str) else getattr(t, '__name__', str(t))
+
+
+def e2e_cache_hooks(cfg: Any) -> list:
+    """The ``E2ECacheHook`` entries of a config's ``custom_hooks``."""
+    return [
+        h for h in cfg.get('custom_hooks') or []
+        if config_type_name(h) == 'E2ECacheHook'
+    ]
 
 
 def _set_in_dataset(dataset: Any, cache_dir: str) -> int:
@@ -17,7 +27,7 @@ def _set_in_dataset(dataset: Any, cache_dir: str) -> int:
         return 0
     done = 0
     for t in dataset.get('pipeline') or []:
-        if _is(t, 'LoadE2ECache'):
+        if config_type_name(t) == 'LoadE2ECache':
             t['cache_dir'] = cache_dir
             done += 1
     done += _set_in_dataset(dataset.get('dataset'), cache_dir)
@@ -46,9 +56,7 @@ def set_e2e_cache_dir(cfg: Any, cache_dir: str) -> int:
     if not isinstance(cache_dir, str) or not cache_dir:
         raise ValueError(f'cache_dir must be a non-empty str, got '
                          f'{cache_dir!r}')
-    hooks = [
-        h for h in cfg.get('custom_hooks') or [] if _is(h, 'E2ECacheHook')
-    ]
+    hooks = e2e_cache_hooks(cfg)
     if not hooks:
         raise ValueError('the config has no E2ECacheHook in custom_hooks: '
                          'there is no E2E cache to point elsewhere')

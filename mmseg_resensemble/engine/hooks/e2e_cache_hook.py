@@ -30,15 +30,9 @@ from ...datasets.e2e_cache_store import (E2ECacheError, E2ECacheStore,
                                          fingerprint_digest, state_dict_sha256)
 from ...datasets.transforms import LoadE2ECache
 from ...models.segmentors import ResEnsembleSegmentor
+from ...utils.e2e_cache_dir import config_type_name
 
 __all__ = ['E2ECacheHook', 'build_e2e_cache']
-
-
-def _type_name(transform_cfg: Any) -> str:
-    """The ``type`` of a transform config, as a name."""
-    t = transform_cfg.get('type', '') if isinstance(transform_cfg,
-                                                    dict) else ''
-    return t if isinstance(t, str) else getattr(t, '__name__', str(t))
 
 
 @HOOKS.register_module()
@@ -347,7 +341,7 @@ class E2ECacheHook(Hook):
                                  'val_dataloader pipeline; give it `pipeline`')
         out = []
         for t in pipeline:
-            name = _type_name(t)
+            name = config_type_name(t)
             if name == 'TestTimeAug':
                 raise ValueError(
                     'the test pipeline is a TestTimeAug: give E2ECacheHook '
