@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.runner import Runner
+from mmengine.runner import Runner, load_checkpoint
 from mmseg.apis import init_model
 
 from mmseg_resensemble.engine import build_e2e_cache
@@ -72,12 +72,31 @@ def train_or_reuse(cfg: Config) -> Tuple[str, Optional[dict]]:
 def load_resensemble(cfg: Config, checkpoint: str,
                      **test_cfg) -> torch.nn.Module:
     """MMSeg's ``init_model`` on the CPU, with ``model.test_cfg`` updated by
-    ``test_cfg`` (e.g. another sampler) first.
+    ``test_cfg`` (e.g. another sampler) first, loading ``checkpoint``
+    strictly.
 
     The E2E weights come from ``checkpoint`` (``e2e_checkpoint`` is not
-    read).
+    read). ``init_model`` loads non-strictly and only warns about weights of
+    another shape, which would then score a half-random head; a run folder
+    holding a run of another config (another head size, say) therefore
+    raises here.
+
+    Raises:
+        ValueError: ``checkpoint`` does not fit ``cfg.model``: the message
+            names the missing, unexpected or misshapen weights.
     """
     cfg = copy.deepcopy(cfg)
     cfg.model.e2e_checkpoint = None
     cfg.model.test_cfg = dict(cfg.model.get('test_cfg') or {}, **test_cfg)
-    return init_model(cfg, checkpoint, device='cpu')
+    model = init_model(cfg, device='cpu')
+    try:
+        ckpt = load_checkpoint(
+            model, checkpoint, map_location='cpu', strict=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f'checkpoint {checkpoint} does not fit the config it is '
+            f'loaded with (a run of another config in its folder? remove '
+            f'it or use another work dir): {error}') from None
+    if 'dataset_meta' in ckpt.get('meta', {}):
+        model.dataset_meta = ckpt['meta']['dataset_meta']
+    return model
