@@ -18,7 +18,6 @@ model = dict(
         # (stride 8); the stride-4 and last ones, as DeepLabV3+ uses
         in_channels=[256, 2048],
         in_index=(0, 3),
-        channels=128,
         num_classes=19))
 # mIoU of the ensemble and, as e2e_mIoU, of the frozen E2E learner alone
 val_evaluator = dict(type='ResEnsembleIoUMetric', iou_metrics=['mIoU'])

@@ -15,6 +15,9 @@ model = dict(
         in_channels=[16, 160],
         in_index=(0, 3),
         num_classes=5,
+        # the head the generated set's benchmarks measured (docs/
+        # benchmarks.md, sections 4 to 7)
+        channels=64,
         # the FCN's resolution
         working_stride=8))
 # the 1k schedule, twice as long and at twice the learning rate

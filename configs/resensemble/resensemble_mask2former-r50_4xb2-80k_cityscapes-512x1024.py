@@ -17,7 +17,7 @@ model = dict(
     # in_channels='auto' (from the base): the E2E backbone's highest- and
     # lowest-resolution outputs, ResNet-50's stride-4 (256 channels) and
     # stride-32 (2048) stages. The test mode is the E2E config's (whole)
-    decode_head=dict(channels=128, num_classes=19))
+    decode_head=dict(num_classes=19))
 # mIoU of the ensemble and, as e2e_mIoU, of the frozen E2E learner alone
 val_evaluator = dict(type='ResEnsembleIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -17,7 +17,6 @@ model = dict(
         # 16, 32; all four, as SegFormer's head uses them
         in_channels=[32, 64, 160, 256],
         in_index=(0, 1, 2, 3),
-        channels=128,
         num_classes=150))
 # 2 images per GPU, as the E2E config (the data set base has 4)
 train_dataloader = dict(batch_size=2, num_workers=2)
