@@ -256,6 +256,30 @@ def test_fingerprint_mismatch_rebuilds(tmp_path, data_root, ckpt, logs,
         assert meta['topk'] == 2
 
 
+def test_moved_initial_weights_keep_the_cache(tmp_path, data_root, ckpt, logs):
+    """The E2E config's ``init_cfg`` path (here: its pretrained backbone in
+    another work dir) is no part of the fingerprint: the trained weights
+    are, by content."""
+
+    def e2e(work_dir):
+        cfg = fcn_e2e(num_classes=K)
+        cfg['backbone'] = dict(
+            cfg['backbone'],
+            init_cfg=dict(
+                type='Pretrained', checkpoint=f'{work_dir}/backbone.pth'))
+        return cfg
+
+    cache_dir = str(tmp_path / 'cache')
+    model, dataset = build(ckpt, data_root, cache_dir, e2e=e2e('/run/a'))
+    E2ECacheHook(cache_dir).before_train(mock_runner(tmp_path, model, dataset))
+    logs.clear()
+    model, dataset = build(ckpt, data_root, cache_dir, e2e=e2e('/run/b'))
+    hook = E2ECacheHook(cache_dir)
+    hook.before_train(mock_runner(tmp_path, model, dataset))
+    assert counts(hook) == dict(images=6, reused=6, computed=0, repaired=0)
+    assert not [m for m in logs if 'stale' in m]
+
+
 def test_another_e2e_learner_is_refused_while_a_run_uses_the_cache(
         tmp_path, data_root, ckpt, logs):
     """A second run with another E2E learner on the same cache folder is

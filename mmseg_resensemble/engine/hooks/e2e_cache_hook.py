@@ -408,8 +408,8 @@ class E2ECacheHook(Hook):
         e2e_cfg = None
         model_cfg = cfg.get('model') if cfg is not None else None
         if model_cfg is not None and model_cfg.get('e2e') is not None:
-            e2e_cfg = load_e2e_config(model_cfg['e2e']).to_dict()
-            e2e_cfg.pop('pretrained', None)
+            e2e_cfg = without_weight_sources(
+                load_e2e_config(model_cfg['e2e']).to_dict())
         checkpoint = getattr(model, 'e2e_checkpoint', None)
         if checkpoint is None:
             checkpoint_sha = None
@@ -433,7 +433,8 @@ class E2ECacheHook(Hook):
                 topk=topk,
                 resolution='finest-feature-level'),
             e2e_config=e2e_cfg,
-            e2e_architecture=fingerprint_digest(dict(arch=repr(model.e2e))),
+            e2e_architecture=fingerprint_digest(
+                dict(arch=architecture(model.e2e))),
             e2e_test_cfg=dict(test_cfg) if test_cfg is not None else None,
             e2e_checkpoint_sha256=checkpoint_sha,
             e2e_state_sha256=state_dict_sha256(model.e2e),
@@ -660,6 +661,32 @@ class E2ECacheHook(Hook):
     # ------------------------------------------------------------------
     # the data workers
     # ------------------------------------------------------------------
+
+
+def without_weight_sources(cfg: Any) -> Any:
+    """``cfg`` without its ``init_cfg`` and ``pretrained`` keys, at any
+    depth.
+
+    The frozen learner's weights come from its checkpoint, which the
+    fingerprint covers by content (``e2e_checkpoint_sha256``,
+    ``e2e_state_sha256``); where its initial weights were read from (an
+    absolute path that changes when a work dir moves) does not change x̂0.
+    """
+    if isinstance(cfg, dict):
+        return {
+            k: without_weight_sources(v)
+            for k, v in cfg.items() if k not in ('init_cfg', 'pretrained')
+        }
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(without_weight_sources(v) for v in cfg)
+    return cfg
+
+
+def architecture(model: torch.nn.Module) -> list:
+    """Each submodule's name, type and ``extra_repr`` (its sizes): the
+    module's ``repr`` without the ``init_cfg`` lines mmengine adds."""
+    return [[name, type(module).__name__,
+             module.extra_repr()] for name, module in model.named_modules()]
 
 
 def json_fields(**fields: Any) -> Dict[str, Any]:
