@@ -6,6 +6,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import mmseg_resensemble  # noqa: F401
+from mmseg_resensemble.models.decode_heads.residual_diffusion_head import \
+    autocast_dtype
 from mmseg_resensemble.models.utils import probs_to_analog
 
 K = 3
@@ -173,7 +175,8 @@ def test_condition_is_computed_once_per_image():
     head = build_head()
     feats, probs, _ = random_inputs()
     calls = []
-    head.denoiser.cond_proj.register_forward_hook(
+    # the projection's norm runs once per condition
+    head.denoiser.cond_proj.norm.register_forward_hook(
         lambda *args: calls.append(1))
     head.predict(feats, probs, (8, 8),
                  dict(sampler='ddim', num_steps=5, num_samples=2))
@@ -312,3 +315,63 @@ def test_start_step_noises_the_e2e_output(monkeypatch):
     with pytest.raises(ValueError, match=r'test_cfg\.start_step'):
         head.predict(feats, probs, (8, 8),
                      dict(sampler='ddim', num_steps=1, start_step=11))
+
+
+def test_autocast_runs_the_network_in_bf16_and_the_sampler_in_fp32(
+        monkeypatch):
+    head = build_head()
+    feats, probs, _ = random_inputs()
+    dtypes = []
+    forward = head.denoiser.forward
+
+    def spy(cond, x_hat, x_t, t):
+        out = forward(cond, x_hat, x_t, t)
+        dtypes.append((cond.dtype, x_t.dtype, out.dtype))
+        return out
+
+    monkeypatch.setattr(head.denoiser, 'forward', spy)
+    cfg = dict(sampler='ddim', num_steps=2, seed=0)
+    fp32 = head.predict(feats, probs, (8, 8), dict(cfg, autocast='fp32'))
+    bf16 = head.predict(feats, probs, (8, 8), dict(cfg, autocast='bf16'))
+    assert dtypes[:2] == [(torch.float32, ) * 3] * 2
+    # under autocast: a bf16 condition and output, an fp32 sample
+    assert dtypes[2:] == [(torch.bfloat16, torch.float32, torch.bfloat16)] * 2
+    assert bf16['probs'].dtype == torch.float32
+    assert (bf16['probs'] - fp32['probs']).abs().max() < 0.05
+
+
+def test_autocast_auto_is_fp32_on_the_cpu_and_checked():
+    assert autocast_dtype('auto', torch.device('cpu')) is None
+    assert autocast_dtype('fp16', torch.device('cpu')) == torch.float16
+    head = build_head()
+    with pytest.raises(ValueError, match="test_cfg.autocast .* 'int8'"):
+        head.check_test_cfg(dict(autocast='int8'))
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_on_cuda_noise_is_drawn_there_and_auto_runs_bf16(monkeypatch):
+    head = build_head().cuda()
+    feats, probs, _ = random_inputs()
+    feats, probs = [f.cuda() for f in feats], probs.cuda()
+    draws, dtypes = [], []
+    randn, forward = torch.randn, head.denoiser.forward
+
+    def spy_randn(*args, **kwargs):
+        z = randn(*args, **kwargs)
+        draws.append(z.device.type)
+        return z
+
+    def spy_forward(cond, x_hat, x_t, t):
+        out = forward(cond, x_hat, x_t, t)
+        dtypes.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch, 'randn', spy_randn)
+    monkeypatch.setattr(head.denoiser, 'forward', spy_forward)
+    cfg = dict(sampler='ddim', num_steps=2, eta=1.0, seed=3)
+    a = head.predict(feats, probs, (8, 8), cfg)['probs']
+    b = head.predict(feats, probs, (8, 8), cfg)['probs']
+    assert torch.equal(a, b)
+    assert draws and set(draws) == {'cuda'}
+    assert set(dtypes) == {torch.bfloat16}

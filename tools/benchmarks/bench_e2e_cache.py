@@ -84,17 +84,15 @@ E2E = dict(
         norm_cfg=NORM,
         align_corners=False),
     test_cfg=dict(mode='whole'))
+# the shipped head (configs/_base_/models/resensemble_residual-diffusion.py)
+# on the E2E learner's stride-4 and last levels
 HEAD = dict(
-    type='ResidualDiffusionHead',
+    Config.fromfile(
+        osp.join(REPO, 'configs', '_base_', 'models',
+                 'resensemble_residual-diffusion.py')).model.decode_head,
     in_channels=[24, 320],
     in_index=(0, 3),
-    input_transform='resize_concat',
-    channels=64,
-    num_classes=NUM_CLASSES,
-    denoiser=dict(
-        type='DilatedResDenoiser', num_blocks=4, dilations=(1, 2, 4, 1)),
-    working_stride=8,
-    align_corners=False)
+    num_classes=NUM_CLASSES)
 
 # (name, image (H, W), classes, images) of the projections
 DATASETS = [
@@ -238,6 +236,8 @@ def bench_speed(args, work_dir):
             data = next(iterators[cached])
             t1 = time.perf_counter()
             model.train_step(data, optim_wrapper)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             t2 = time.perf_counter()
             if i >= args.warmup:
                 iter_times[cached].append(t2 - t0)

@@ -35,7 +35,8 @@ class E2EConditionedHead(BaseDecodeHead):
     Args:
         denoiser (dict): The network's config. ``in_channels``,
             ``channels``, ``num_classes``, ``condition_on_e2e``,
-            ``norm_cfg`` and ``act_cfg`` default to the head's. Defaults to
+            ``norm_cfg``, ``act_cfg`` and ``align_corners`` default to the
+            head's. Defaults to
             ``dict(type='DilatedResDenoiser')``.
         scale (float): s, the mask encoding range [-s, s]. Defaults to 1.0.
         working_stride (int, optional): The head works at
@@ -100,7 +101,8 @@ class E2EConditionedHead(BaseDecodeHead):
                 num_classes=self.num_classes,
                 condition_on_e2e=condition_on_e2e,
                 norm_cfg=self.norm_cfg,
-                act_cfg=self.act_cfg).items():
+                act_cfg=self.act_cfg,
+                align_corners=self.align_corners).items():
             denoiser.setdefault(key, value)
         self.denoiser = MODELS.build(denoiser)
 
@@ -127,12 +129,20 @@ class E2EConditionedHead(BaseDecodeHead):
     # ------------------------------------------------------------------
     # the network
     # ------------------------------------------------------------------
+    def condition_levels(self, inputs: List[Tensor]) -> List[Tensor]:
+        """The E2E feature levels ``in_index`` selects, each at its own
+        resolution (the denoiser resizes them, see
+        :meth:`DilatedResDenoiser.encode_condition`)."""
+        if isinstance(self.in_index, (list, tuple)):
+            return [inputs[i] for i in self.in_index]
+        return [inputs[self.in_index]]
+
     def encode_condition(self, inputs: List[Tensor],
                          input_size: Sequence[int]) -> Tensor:
         """The condition on I0, once per image (Eq. 19): the selected E2E
-        features through the denoiser's ``encode_condition``, resized to
-        the working resolution (ceil(H / s) x ceil(W / s) for
-        ``working_stride`` s, else the features' own).
+        feature levels through the denoiser's ``encode_condition``,
+        resized to the working resolution (ceil(H / s) x ceil(W / s) for
+        ``working_stride`` s, else the first level's).
 
         Args:
             inputs (list[Tensor]): Multi-level features, each (N, Ci, hi,
@@ -142,7 +152,7 @@ class E2EConditionedHead(BaseDecodeHead):
         Returns:
             Tensor: Condition of shape (N, C, h, w).
         """
-        cond = self.denoiser.encode_condition(self._transform_inputs(inputs))
+        cond = self.denoiser.encode_condition(self.condition_levels(inputs))
         if self.working_stride is not None:
             size = tuple(
                 math.ceil(s / self.working_stride) for s in input_size)

@@ -1,7 +1,8 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """The diffusion learner of ResEnsemble-DDPM: the method around εθ."""
+import contextlib
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -16,8 +17,35 @@ from .e2e_conditioned_head import E2EConditionedHead
 
 #: every sampling key of ``test_cfg`` and its default: the paper's
 #: Algorithm 2 (:data:`~mmseg_resensemble.diffusion.SAMPLING`), one sample,
-#: and Eq. 15 (``ensemble_weight`` ½); ``seed`` makes it reproducible
-TEST_CFG_DEFAULTS = dict(SAMPLING, num_samples=1, seed=0, ensemble_weight=0.5)
+#: and Eq. 15 (``ensemble_weight`` ½); ``seed`` makes it reproducible;
+#: ``autocast`` is the precision of the head's network (see
+#: :func:`autocast_dtype`)
+TEST_CFG_DEFAULTS = dict(
+    SAMPLING, num_samples=1, seed=0, ensemble_weight=0.5, autocast='auto')
+#: the values of ``test_cfg.autocast``
+AUTOCAST_DTYPES = dict(
+    fp32=None, bf16=torch.bfloat16, fp16=torch.float16, auto=None)
+
+
+def autocast_dtype(autocast: str,
+                   device: torch.device) -> Optional[torch.dtype]:
+    """The dtype the head's network runs in under ``torch.autocast``.
+
+    Args:
+        autocast (str): 'fp32' (no autocast), 'bf16', 'fp16', or 'auto':
+            bf16 on CUDA devices that support it (the measured default,
+            docs/benchmarks.md section 8), fp32 elsewhere (CPUs without
+            native bf16 run it slower than fp32).
+        device (torch.device): Where the head runs.
+
+    Returns:
+        torch.dtype | None: None for fp32.
+    """
+    if autocast == 'auto':
+        if device.type == 'cuda' and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    return AUTOCAST_DTYPES[autocast]
 
 
 @MODELS.register_module()
@@ -159,6 +187,10 @@ class ResidualDiffusionHead(E2EConditionedHead):
         if clip is not None and not isinstance(clip, bool):
             raise ValueError('test_cfg.clip_denoised must be a bool or None, '
                              f'got {clip!r}')
+        if cfg['autocast'] not in AUTOCAST_DTYPES:
+            raise ValueError(f'test_cfg.autocast must be one of '
+                             f'{sorted(AUTOCAST_DTYPES)}, got '
+                             f'{cfg["autocast"]!r}')
         self.diffusion.check_sampler(
             cfg['sampler'],
             cfg['num_steps'],
@@ -204,14 +236,22 @@ class ResidualDiffusionHead(E2EConditionedHead):
         """
         cfg = self.sampling_cfg(test_cfg)
         num_samples, start_step = cfg['num_samples'], cfg['start_step']
-        cond = self.encode_condition(inputs, input_size)
-        x_hat = self.encode_e2e(e2e_probs, cond.shape[-2:]).to(cond.dtype)
+        device = e2e_probs.device
+        dtype = autocast_dtype(cfg['autocast'], device)
+        precision = torch.autocast(
+            device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with precision:
+            cond = self.encode_condition(inputs, input_size)
+        x_hat = self.encode_e2e(e2e_probs, cond.shape[-2:])
         # num_samples copies in one batch; the condition is computed once
         cond = cond.repeat_interleave(num_samples, dim=0)
         x_hat = x_hat.repeat_interleave(num_samples, dim=0)
         generator = None
         if cfg['seed'] is not None:
-            generator = torch.Generator().manual_seed(int(cfg['seed']))
+            # on the model's device: no host draw, no host-to-device copy;
+            # a seed gives the same samples on the same kind of device
+            generator = torch.Generator(device=x_hat.device).manual_seed(
+                int(cfg['seed']))
 
         x_init = None
         if start_step is not None:
@@ -223,8 +263,13 @@ class ResidualDiffusionHead(E2EConditionedHead):
                                 dtype=torch.long,
                                 device=x_hat.device)
             x_init = self.diffusion.q_sample(x_hat, t_init, noise)
+
+        def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
+            with precision:
+                return self.forward(cond, x_hat, x_t, t).float()
+
         x_start = self.diffusion.sample(
-            lambda x_t, t: self.forward(cond, x_hat, x_t, t),
+            model_fn,
             tuple(x_hat.shape),
             noise=x_init,
             start_step=start_step,

@@ -4,14 +4,20 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_activation_layer
 from mmengine.model import BaseModule, normal_init
+from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptMultiConfig
 from torch import Tensor
 
 from ..utils import timestep_embedding
+from .separable_timestep_block import SeparableTimestepBlock
 from .timestep_res_block import TimestepResBlock
+
+#: the residual blocks ``block_type`` chooses from
+BLOCK_TYPES = dict(dense=TimestepResBlock, separable=SeparableTimestepBlock)
 
 
 @MODELS.register_module()
@@ -23,7 +29,9 @@ class DilatedResDenoiser(BaseModule):
     ...)``; any registered module with this interface can replace it:
 
     - ``encode_condition(feats)``: the image condition, computed once per
-      image, from the E2E features ``(N, in_channels, h, w)``;
+      image, from the selected E2E feature levels, a list of
+      ``(N, Ci, hi, wi)`` whose first is the finest (the channels sum to
+      ``in_channels``);
     - ``forward(cond, x_hat, x_t, t)``: the output ``(N, num_classes, h,
       w)`` (of the head's ``prediction_type``).
 
@@ -31,9 +39,10 @@ class DilatedResDenoiser(BaseModule):
     ``condition_on_e2e``, ``norm_cfg`` and ``act_cfg`` from its own
     arguments unless the denoiser config sets them.
 
-    Here the condition is a 1x1 projection of the features; x̄t (and x̂0)
-    enter through a 3x3 conv added to it, the step through FiLM in every
-    block.
+    Here the condition is a 1x1 projection of the levels resized to the
+    first one and concatenated, computed without building that
+    concatenation (see :meth:`encode_condition`); x̄t (and x̂0) enter
+    through a 3x3 conv added to it, the step through FiLM in every block.
 
     Args:
         in_channels (int): Channels of the condition features.
@@ -43,10 +52,20 @@ class DilatedResDenoiser(BaseModule):
         num_blocks (int): Number of residual blocks. Defaults to 4.
         dilations (Sequence[int]): Dilation of each block's first conv;
             length ``num_blocks``. Defaults to (1, 2, 4, 1).
+        block_type (str): A key of :data:`BLOCK_TYPES`: 'dense' (two
+            dense 3x3 convs, :class:`TimestepResBlock`, the first head's)
+            or 'separable' (a depthwise 3x3 conv and a 1x1 MLP,
+            :class:`SeparableTimestepBlock`, about a fifth of the
+            multiply-adds). Defaults to 'dense', so that configs written
+            before the choice build what they trained.
+        expand_ratio (int): The MLP width of 'separable' blocks in units of
+            ``channels``. Defaults to 2.
         time_embed_dims (int, optional): Size of the step embedding.
             Defaults to ``2 * channels``.
         norm_cfg (dict): Norm layers. Defaults to GN with 8 groups.
         act_cfg (dict): Activations. Defaults to SiLU.
+        align_corners (bool): Of the bilinear resizing of the condition
+            levels. Defaults to False.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -57,15 +76,23 @@ class DilatedResDenoiser(BaseModule):
                  condition_on_e2e: bool = True,
                  num_blocks: int = 4,
                  dilations: Sequence[int] = (1, 2, 4, 1),
+                 block_type: str = 'dense',
+                 expand_ratio: int = 2,
                  time_embed_dims: Optional[int] = None,
                  norm_cfg: ConfigType = dict(type='GN', num_groups=8),
                  act_cfg: ConfigType = dict(type='SiLU'),
+                 align_corners: bool = False,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if len(dilations) != num_blocks:
             raise ValueError(f'dilations={tuple(dilations)} must have '
                              f'num_blocks={num_blocks} entries')
+        if block_type not in BLOCK_TYPES:
+            raise ValueError(f'block_type={block_type!r} is not one of '
+                             f'{sorted(BLOCK_TYPES)}')
         self.num_classes = num_classes
+        self.block_type = block_type
+        self.align_corners = align_corners
         self.condition_on_e2e = condition_on_e2e
         self.time_embed_dims = time_embed_dims or 2 * channels
         self.cond_proj = ConvModule(
@@ -76,9 +103,12 @@ class DilatedResDenoiser(BaseModule):
             nn.Linear(self.time_embed_dims, self.time_embed_dims),
             build_activation_layer(act_cfg),
             nn.Linear(self.time_embed_dims, self.time_embed_dims))
+        extra = dict(expand_ratio=expand_ratio) if (
+            block_type == 'separable') else dict()
         self.blocks = nn.ModuleList([
-            TimestepResBlock(channels, self.time_embed_dims, d, norm_cfg,
-                             act_cfg) for d in dilations
+            BLOCK_TYPES[block_type](channels, self.time_embed_dims, d,
+                                    norm_cfg, act_cfg, **extra)
+            for d in dilations
         ])
         self.out_norm_act = ConvModule(
             channels,
@@ -97,9 +127,50 @@ class DilatedResDenoiser(BaseModule):
         for block in self.blocks:
             block.zero_init()
 
-    def encode_condition(self, feats: Tensor) -> Tensor:
-        """The image condition (N, C, h, w) of features (N, Cin, h, w)."""
-        return self.cond_proj(feats)
+    def encode_condition(self, feats: Sequence[Tensor]) -> Tensor:
+        """The image condition (N, C, h, w) of the selected levels.
+
+        ``cond_proj`` (1x1 conv, norm, activation) of the levels resized to
+        the first one's (h, w) and concatenated, as MMSeg's
+        ``resize_concat``, but computed level by level: each level is
+        projected at its own resolution by its slice of the 1x1 weight,
+        then resized and summed (as SegFormer's head). Bilinear resizing
+        and a 1x1 conv commute, so the result is the same while the
+        concatenation at (h, w), ``sum(Ci)`` channels, is never built and
+        a coarse level costs its own pixels, not the finest level's.
+
+        Args:
+            feats (Sequence[Tensor]): Levels (N, Ci, hi, wi), the first
+                one the finest; their channels sum to ``in_channels``.
+
+        Returns:
+            Tensor: (N, C, h, w).
+        """
+        conv = self.cond_proj.conv
+        widths = [f.shape[1] for f in feats]
+        if sum(widths) != conv.in_channels:
+            raise ValueError(
+                f'the condition levels have {widths} channels, '
+                f'{sum(widths)} in all; the denoiser was built for '
+                f'in_channels={conv.in_channels}')
+        size = feats[0].shape[-2:]
+        cond = None
+        for feat, weight in zip(feats, conv.weight.split(widths, dim=1)):
+            level = F.conv2d(feat, weight)
+            if level.shape[-2:] != size:
+                level = resize(
+                    level,
+                    size=size,
+                    mode='bilinear',
+                    align_corners=self.align_corners)
+            cond = level if cond is None else cond + level
+        if conv.bias is not None:
+            cond = cond + conv.bias[:, None, None]
+        if self.cond_proj.with_norm:
+            cond = self.cond_proj.norm(cond)
+        if self.cond_proj.with_activation:
+            cond = self.cond_proj.activate(cond)
+        return cond
 
     def forward(self, cond: Tensor, x_hat: Tensor, x_t: Tensor,
                 t: Tensor) -> Tensor:
