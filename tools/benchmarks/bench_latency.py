@@ -127,13 +127,16 @@ def build(cfg: Config, num_classes: int = None) -> torch.nn.Module:
 
 def time_fn(fn, device: str, repeats: int, warmup: int) -> float:
     """Median seconds of ``fn()``: CUDA events on a GPU (after a
-    synchronise), the host clock on the CPU."""
+    synchronise), the host clock on the CPU. On a GPU the peak memory is
+    reset after the warm-ups, so that cuDNN's autotuning workspace (the
+    first calls of a shape) is not counted."""
     for _ in range(warmup):
         fn()
     cuda = device.startswith('cuda')
     times = []
     if cuda:
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(repeats):
         if cuda:
             start, end = (
@@ -168,9 +171,6 @@ def measure(model, shape, settings, args):
     rows = []
 
     def timed(name, fn, e2e=None):
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
         seconds = time_fn(fn, args.device, args.repeats, args.warmup)
         row = dict(
             setting=name,

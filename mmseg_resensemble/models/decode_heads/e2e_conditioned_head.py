@@ -60,7 +60,7 @@ class E2EConditionedHead(BaseDecodeHead):
                  working_stride: Optional[int] = None,
                  condition_on_e2e: bool = True,
                  debug: Optional[bool] = None,
-                 norm_cfg: ConfigType = dict(type='GN', num_groups=8),
+                 norm_cfg: ConfigType = dict(type='ParallelGN', num_groups=8),
                  act_cfg: ConfigType = dict(type='SiLU'),
                  init_cfg=None,
                  **kwargs) -> None:

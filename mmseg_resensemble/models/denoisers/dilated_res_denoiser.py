@@ -62,7 +62,8 @@ class DilatedResDenoiser(BaseModule):
             ``channels``. Defaults to 2.
         time_embed_dims (int, optional): Size of the step embedding.
             Defaults to ``2 * channels``.
-        norm_cfg (dict): Norm layers. Defaults to GN with 8 groups.
+        norm_cfg (dict): Norm layers. Defaults to GroupNorm with 8 groups
+            (:class:`~mmseg_resensemble.models.utils.ParallelGroupNorm`).
         act_cfg (dict): Activations. Defaults to SiLU.
         align_corners (bool): Of the bilinear resizing of the condition
             levels. Defaults to False.
@@ -79,7 +80,7 @@ class DilatedResDenoiser(BaseModule):
                  block_type: str = 'dense',
                  expand_ratio: int = 2,
                  time_embed_dims: Optional[int] = None,
-                 norm_cfg: ConfigType = dict(type='GN', num_groups=8),
+                 norm_cfg: ConfigType = dict(type='ParallelGN', num_groups=8),
                  act_cfg: ConfigType = dict(type='SiLU'),
                  align_corners: bool = False,
                  init_cfg: OptMultiConfig = None) -> None:
