@@ -6,8 +6,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import mmseg_resensemble  # noqa: F401
-from mmseg_resensemble.models.decode_heads.residual_diffusion_head import \
-    autocast_dtype
+from mmseg_resensemble.models.decode_heads.residual_diffusion_head import (
+    TEST_CFG_DEFAULTS, autocast_dtype)
 from mmseg_resensemble.models.utils import probs_to_analog
 
 K = 3
@@ -341,6 +341,7 @@ def test_autocast_runs_the_network_in_bf16_and_the_sampler_in_fp32(
 
 
 def test_autocast_auto_is_fp32_on_the_cpu_and_checked():
+    assert TEST_CFG_DEFAULTS['autocast'] == 'fp32'
     assert autocast_dtype('auto', torch.device('cpu')) is None
     assert autocast_dtype('fp16', torch.device('cpu')) == torch.float16
     head = build_head()
@@ -369,7 +370,7 @@ def test_on_cuda_noise_is_drawn_there_and_auto_runs_bf16(monkeypatch):
 
     monkeypatch.setattr(torch, 'randn', spy_randn)
     monkeypatch.setattr(head.denoiser, 'forward', spy_forward)
-    cfg = dict(sampler='ddim', num_steps=2, eta=1.0, seed=3)
+    cfg = dict(sampler='ddim', num_steps=2, eta=1.0, seed=3, autocast='auto')
     a = head.predict(feats, probs, (8, 8), cfg)['probs']
     b = head.predict(feats, probs, (8, 8), cfg)['probs']
     assert torch.equal(a, b)

@@ -18,6 +18,15 @@ SHAPES = ('configs/resensemble/'
           'resensemble_fcn-m-v2-d8_1xb8-2k_shapes-96x128.py')
 
 
+def load_tool(path: str):
+    """A tool script as a module (its functions, called in-process)."""
+    name = path.rsplit('/', 1)[-1][:-3]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_script(args):
     """A benchmark script, one thread (the tests share the CPU)."""
     return run([sys.executable] + args, env=dict(OMP_NUM_THREADS='1'))
@@ -171,10 +180,7 @@ def test_bench_quality_folder_two_classes(tmp_path):
 def test_bench_quality_sampler_names():
     """Sampler names of --samplers: steps, samples, truncated start and
     ensemble weight."""
-    spec = importlib.util.spec_from_file_location(
-        'bench_quality', 'tools/benchmarks/bench_quality.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_tool('tools/benchmarks/bench_quality.py')
     assert bench.sampler_cfg('ddpm') == dict(
         sampler='ddpm', num_steps=None, num_samples=1)
     assert bench.sampler_cfg('ddim-2x4') == dict(
@@ -198,10 +204,7 @@ def test_bench_quality_samplers_do_not_inherit_settings():
     import torch
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
-    spec = importlib.util.spec_from_file_location(
-        'bench_quality', 'tools/benchmarks/bench_quality.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_tool('tools/benchmarks/bench_quality.py')
     seen = []
 
     class Stub(torch.nn.Module):
@@ -232,3 +235,21 @@ def test_bench_quality_samplers_do_not_inherit_settings():
     assert 'start_step' not in seen[1] and seen[1]['ensemble_weight'] == 0.6
     assert 'ensemble_weight' not in seen[2] and seen[2]['num_steps'] == 2
     assert all(s['mode'] == 'whole' and s['seed'] == 0 for s in seen)
+
+
+def test_bench_latency_flops_are_positive_and_add_up():
+    bench = load_tool('tools/benchmarks/bench_latency.py')
+    cfg = Config.fromfile(SHAPES)
+    flops = {}
+    for block in ('dense', 'separable'):
+        cfg.model.decode_head.denoiser.block_type = block
+        flops[block] = bench.count_flops(bench.build(cfg), (64, 96))
+        parts = flops[block]
+        assert all(p['macs'] > 0 and p['params'] > 0 for p in parts.values())
+        # the whole DDIM-1 prediction, traced in one piece, is the E2E
+        # learner, the condition and one step (and a few resizes)
+        total = sum(parts[k]['macs'] for k in ('e2e', 'condition', 'step'))
+        assert total <= parts['ddim1']['macs'] <= 1.01 * total
+    assert flops['separable']['step']['macs'] < (
+        0.5 * flops['dense']['step']['macs'])
+    assert flops['separable']['e2e'] == flops['dense']['e2e']

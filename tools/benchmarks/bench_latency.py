@@ -42,6 +42,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import mmseg_resensemble  # noqa: F401
+from mmseg_resensemble.models.decode_heads import TEST_CFG_DEFAULTS
 from mmseg_resensemble.models.segmentors.e2e_learner import load_e2e_config
 
 
@@ -348,7 +349,8 @@ def main():
         torch=torch.__version__,
         date=time.strftime('%Y-%m-%d %H:%M %Z'),
         num_samples=args.num_samples,
-        autocast=cfg.model.test_cfg.get('autocast'),
+        autocast=cfg.model.test_cfg.get('autocast',
+                                        TEST_CFG_DEFAULTS['autocast']),
         channels_last=args.channels_last,
         compile=args.compile,
         cudnn_benchmark=torch.backends.cudnn.benchmark)

@@ -2,8 +2,8 @@
 # The GPU cost tables of docs/benchmarks.md (section 8), one command:
 #   bash tools/benchmarks/gpu_cost.sh OUT_DIR [quick]
 # Inference latency and peak memory of the Cityscapes (R50-D8, 1024x2048)
-# and CamVid (MobileNetV2-D8, 360x480) configs in bf16 (the default on
-# GPUs) and fp32, the first head's dense blocks beside the shipped
+# and CamVid (MobileNetV2-D8, 360x480) configs with the head in bf16 and
+# in fp32 (the default), the first head's dense blocks beside the shipped
 # separable ones, the profiler's top kernels of one DDIM-1 prediction,
 # training time per iteration from the E2E cache and on the fly, and the
 # CUDA-only tests, most important first. "quick" is the CPU dry run of
@@ -41,7 +41,7 @@ lat city_dense_fp32 $CITY --shape $CITY_SHAPE --steps 1 4 --autocast fp32 \
     --cfg-options model.decode_head.denoiser.block_type=dense
 lat city_profile $CITY --shape $CITY_SHAPE --steps 1 --repeats 0 --profile
 # the CUDA-only tests (no host synchronisation, noise drawn on the device,
-# bf16 by default there, the split GroupNorm)
+# autocast='auto' is bf16 there, the split GroupNorm)
 python -m pytest -q -p no:cacheprovider tests/test_models/test_no_host_sync.py \
     tests/test_models/test_residual_diffusion_head.py \
     tests/test_models/test_parallel_group_norm.py 2>&1 | tail -5 \
