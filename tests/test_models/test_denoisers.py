@@ -119,6 +119,17 @@ def levels(sizes=((8, 12), (4, 6), (2, 3)), widths=(5, 7, 4)):
     return [torch.randn(2, c, *hw) for c, hw in zip(widths, sizes)]
 
 
+def one_block_denoiser(in_channels, **kwargs):
+    return DilatedResDenoiser(
+        in_channels=in_channels,
+        channels=8,
+        num_classes=3,
+        num_blocks=1,
+        dilations=(1, ),
+        norm_cfg=dict(type='GN', num_groups=4),
+        **kwargs)
+
+
 @pytest.mark.parametrize('align_corners', [False, True])
 def test_condition_levels_equal_the_projection_of_the_concatenation(
         align_corners):
@@ -126,14 +137,7 @@ def test_condition_levels_equal_the_projection_of_the_concatenation(
     the 1x1 projection of MMSeg's resize_concat (the first head's path,
     so its checkpoints give the same condition)."""
     feats = levels()
-    denoiser = DilatedResDenoiser(
-        in_channels=16,
-        channels=8,
-        num_classes=3,
-        num_blocks=1,
-        dilations=(1, ),
-        norm_cfg=dict(type='GN', num_groups=4),
-        align_corners=align_corners)
+    denoiser = one_block_denoiser(16, align_corners=align_corners)
     nn.init.normal_(denoiser.cond_proj.conv.weight)
     concat = torch.cat([
         resize(
@@ -148,13 +152,7 @@ def test_condition_levels_equal_the_projection_of_the_concatenation(
 
 
 def test_condition_levels_must_match_in_channels():
-    denoiser = DilatedResDenoiser(
-        in_channels=15,
-        channels=8,
-        num_classes=3,
-        num_blocks=1,
-        dilations=(1, ),
-        norm_cfg=dict(type='GN', num_groups=4))
+    denoiser = one_block_denoiser(15)
     with pytest.raises(ValueError, match=r'\[5, 7, 4\] channels, 16'):
         denoiser.encode_condition(levels())
 
