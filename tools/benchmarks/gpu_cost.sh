@@ -3,7 +3,7 @@
 #   bash tools/benchmarks/gpu_cost.sh OUT_DIR [quick]
 # Inference latency and peak memory of the Cityscapes (R50-D8, 1024x2048)
 # and CamVid (MobileNetV2-D8, 360x480) configs with the head in bf16 and
-# in fp32 (the default), the first head's dense blocks beside the shipped
+# in fp32 (the default), the dense blocks beside the
 # separable ones, the profiler's top kernels of one DDIM-1 prediction,
 # training time per iteration from the E2E cache and on the fly, and the
 # CUDA-only tests, most important first. "quick" is the CPU dry run of
@@ -34,12 +34,15 @@ lat() {  # name config options...
   pack
 }
 for prec in bf16 fp32; do
-  lat city_separable_$prec $CITY --shape $CITY_SHAPE --steps 1 2 4 --autocast $prec
-  lat camvid_separable_$prec $CAMVID --shape $CAMVID_SHAPE --steps 1 2 4 --autocast $prec
+  lat city_separable_$prec $CITY --shape $CITY_SHAPE --steps 1 2 4 --autocast $prec \
+      --cfg-options model.decode_head.denoiser.block_type=separable
+  lat camvid_separable_$prec $CAMVID --shape $CAMVID_SHAPE --steps 1 2 4 --autocast $prec \
+      --cfg-options model.decode_head.denoiser.block_type=separable
 done
 lat city_dense_fp32 $CITY --shape $CITY_SHAPE --steps 1 4 --autocast fp32 \
     --cfg-options model.decode_head.denoiser.block_type=dense
-lat city_profile $CITY --shape $CITY_SHAPE --steps 1 --repeats 0 --profile
+lat city_profile $CITY --shape $CITY_SHAPE --steps 1 --repeats 0 --profile \
+    --cfg-options model.decode_head.denoiser.block_type=separable
 # the CUDA-only tests (no host synchronisation, noise drawn on the device,
 # autocast='auto' is bf16 there, the split GroupNorm)
 python -m pytest -q -p no:cacheprovider tests/test_models/test_no_host_sync.py \
