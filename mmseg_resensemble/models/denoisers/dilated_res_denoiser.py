@@ -55,7 +55,7 @@ class DilatedResDenoiser(BaseModule):
         block_type (str): A key of :data:`BLOCK_TYPES`: 'dense' (two
             dense 3x3 convs, :class:`TimestepResBlock`, the first head's)
             or 'separable' (a depthwise 3x3 conv and a 1x1 MLP,
-            :class:`SeparableTimestepBlock`, about a fifth of the
+            :class:`SeparableTimestepBlock`, about a quarter of the
             multiply-adds). Defaults to 'dense', so that configs written
             before the choice build what they trained.
         expand_ratio (int): The MLP width of 'separable' blocks in units of
@@ -92,7 +92,6 @@ class DilatedResDenoiser(BaseModule):
             raise ValueError(f'block_type={block_type!r} is not one of '
                              f'{sorted(BLOCK_TYPES)}')
         self.num_classes = num_classes
-        self.block_type = block_type
         self.align_corners = align_corners
         self.condition_on_e2e = condition_on_e2e
         self.time_embed_dims = time_embed_dims or 2 * channels
