@@ -512,6 +512,15 @@ def test_training_on_a_random_e2e_learner_is_refused(tmp_path, data_root):
     runner.train()
     assert probe.iterations == 1
     cfg.model.allow_random_e2e = False
+    # an e2e_checkpoint file that does not exist is the same: refused
+    absent = str(tmp_path / 'absent_e2e.pth')
+    cfg.model.e2e_checkpoint = absent
+    cfg.work_dir = str(tmp_path / 'absent')
+    runner, probe = runner_with_probe(cfg)
+    with pytest.raises(ValueError, match='does not exist') as info:
+        runner.train()
+    assert absent in str(info.value)
+    assert probe.iterations == 0
     cfg.work_dir = str(tmp_path / 'loaded')
     cfg.load_from = osp.join(str(tmp_path / 'random'), 'iter_1.pth')
     runner, probe = runner_with_probe(cfg)

@@ -204,9 +204,33 @@ def test_e2e_checkpoint_loading(tmp_path):
                        source.state_dict()['backbone.conv1.conv.weight'])
 
 
+def test_absent_e2e_checkpoint_defers_to_the_whole_model(tmp_path):
+    """A shared trained model: the config names an E2E file the receiver
+    does not have; the whole-model checkpoint brings the E2E weights."""
+    trained = build_model(e2e_checkpoint=None, allow_random_e2e=True)
+    absent = str(tmp_path / 'nowhere.pth')
+    model = build_model(e2e_checkpoint=absent)
+    assert not model.e2e_weights_loaded
+    with pytest.raises(ValueError, match='nowhere.pth.*does not exist'):
+        model.check_e2e_loaded()
+    model.load_state_dict(trained.state_dict())
+    assert model.e2e_weights_loaded
+    model.check_e2e_loaded()
+    for k, v in trained.e2e.state_dict().items():
+        assert torch.equal(v, model.e2e.state_dict()[k]), k
+    # a checkpoint without E2E weights does not count
+    model = build_model(e2e_checkpoint=absent)
+    model.load_state_dict(
+        {
+            k: v
+            for k, v in trained.state_dict().items()
+            if k.startswith('decode_head.')
+        },
+        strict=False)
+    assert not model.e2e_weights_loaded
+
+
 def test_e2e_checkpoint_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nowhere.pth'):
-        build_model(e2e_checkpoint=str(tmp_path / 'nowhere.pth'))
     with pytest.raises(FileNotFoundError, match='missing_config.py'):
         build_model(str(tmp_path / 'missing_config.py'))
     other = MODELS.build(fcn_e2e(num_classes=5))

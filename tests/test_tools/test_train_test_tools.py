@@ -136,10 +136,11 @@ def test_train_and_test_resensemble(res_run, data_root):
     n_optim = sum(len(g['params']) for g in ckpt['optimizer']['param_groups'])
     assert n_optim == n_trainable
     # testing needs no E2E checkpoint: its weights come from the ResEnsemble
-    # checkpoint; the metric reports both learners
+    # checkpoint, whether e2e_checkpoint is None or names an absent file
+    # (a shared model); the metric reports both learners
     test_options = [
         o for o in options if not o.startswith('model.e2e_checkpoint')
-    ] + ['model.e2e_checkpoint=None']
+    ] + [f'model.e2e_checkpoint={osp.join(work_dir, "absent_e2e.pth")}']
     out = run([
         sys.executable, 'tools/test.py', RES_CONFIG,
         osp.join(work_dir, 'iter_3.pth'), '--work-dir', work_dir,
@@ -154,10 +155,12 @@ def test_infer_tool_and_mmseg_inferencer(res_run, data_root, tmp_path):
     ckpt = osp.join(work_dir, 'iter_3.pth')
     image = osp.join(data_root, 'img_dir', 'val', '00000.png')
     out_dir = str(tmp_path / 'out')
+    # the E2E learner's own file is absent: its weights are in ckpt
+    absent = str(tmp_path / 'absent_e2e.pth')
     run([
         sys.executable, 'tools/infer.py', RES_CONFIG, ckpt, image, '--out',
         out_dir, '--num-samples', '2', '--cfg-options',
-        'model.test_cfg.num_steps=2'
+        'model.test_cfg.num_steps=2', f'model.e2e_checkpoint={absent}'
     ])
     img = cv2.imread(image)
     pred = cv2.imread(osp.join(out_dir, '00000.png'), cv2.IMREAD_UNCHANGED)
@@ -166,16 +169,27 @@ def test_infer_tool_and_mmseg_inferencer(res_run, data_root, tmp_path):
     assert pred.shape == e2e.shape == img.shape[:2]
     assert pred.max() < 5
     assert vis.shape[0] == img.shape[0] and vis.shape[1] > 3 * img.shape[1]
-    # MMSeg's own inferencer builds and runs the model from the config
+    # MMSeg's own inferencer and init_model build and run the model from
+    # the config and the trained checkpoint alone
     from mmengine.config import Config
-    from mmseg.apis import MMSegInferencer
+    from mmseg.apis import MMSegInferencer, inference_model, init_model
     cfg = Config.fromfile(osp.join(ROOT, RES_CONFIG))
-    cfg.model.e2e_checkpoint = None  # the weights are in ckpt
+    cfg.model.e2e_checkpoint = absent
     cfg.model.test_cfg.num_steps = 2
     inferencer = MMSegInferencer(model=cfg, weights=ckpt, device='cpu')
     result = inferencer(image, return_datasamples=True)
     assert result.pred_sem_seg.data.shape[-2:] == img.shape[:2]
     assert 'e2e_pred_sem_seg' in result
+    state = torch.load(ckpt)['state_dict']
+    model = init_model(cfg, ckpt, device='cpu')
+    for k, v in model.state_dict().items():
+        if k.startswith('e2e.'):
+            assert torch.equal(v, state[k]), k
+    assert model.e2e_weights_loaded
+    direct = inference_model(model, image)
+    assert torch.equal(direct.e2e_pred_sem_seg.data,
+                       result.e2e_pred_sem_seg.data)
+    assert not osp.exists(absent)
 
 
 def test_dist_train_and_test_two_cpu_processes(data_root, tmp_path):

@@ -217,6 +217,10 @@ def parse_args():
         help='key=value changes of the ResEnsemble configs, as in '
         'tools/train.py')
     parser.add_argument(
+        '--train-only',
+        action='store_true',
+        help='--data-root: train (or reuse) every run, score none')
+    parser.add_argument(
         '--quick',
         action='store_true',
         help='smoke run: 4 training iterations, seed 0, ddim-1 (and tiny '
@@ -787,6 +791,8 @@ def run_folder_suite(args):
             ckpt, seconds = timed_train(rcfg)
             if head_seconds is None:
                 head_seconds = seconds
+            if args.train_only:
+                continue
             model = load_resensemble(rcfg, ckpt)
             counter = score_run(model, loader, k, samplers, subset)
             e2e_counter = counter
@@ -797,6 +803,8 @@ def run_folder_suite(args):
                         images=len(subset),
                         e2e_on_images=scores(counter, 'e2e@subset', k))
                 record(variant, seed, name, counter, name, seconds, **extra)
+    if args.train_only:
+        return
     if e2e_counter is None:  # no variant: the E2E learner alone
         e2e_counter = score_run(
             load_plain(cfg, e2e_ckpt), loader, k, [], subset)

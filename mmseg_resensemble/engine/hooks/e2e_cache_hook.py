@@ -403,15 +403,17 @@ class E2ECacheHook(Hook):
         Returns:
             dict: JSON-serialisable fields.
         """
-        from mmseg_resensemble.models.segmentors.e2e_learner import \
-            load_e2e_config
+        from mmseg_resensemble.models.segmentors.e2e_learner import (
+            is_absent_file, load_e2e_config)
         e2e_cfg = None
         model_cfg = cfg.get('model') if cfg is not None else None
         if model_cfg is not None and model_cfg.get('e2e') is not None:
             e2e_cfg = without_weight_sources(
                 load_e2e_config(model_cfg['e2e']).to_dict())
         checkpoint = getattr(model, 'e2e_checkpoint', None)
-        if checkpoint is None:
+        if checkpoint is None or is_absent_file(checkpoint):
+            # the weights came with the whole model (load_from, resume):
+            # e2e_state_sha256 covers them
             checkpoint_sha = None
         elif osp.isfile(checkpoint):
             checkpoint_sha = file_sha256(checkpoint)

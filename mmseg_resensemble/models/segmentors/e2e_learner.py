@@ -65,6 +65,12 @@ def _revise_key(key: str) -> str:
     return key
 
 
+def is_absent_file(filename: str) -> bool:
+    """Whether ``filename`` names a local file that does not exist (a URL
+    or other checkpoint-loader prefix such as ``s3://`` never is)."""
+    return '://' not in filename and not osp.isfile(filename)
+
+
 def load_e2e_checkpoint(model: nn.Module,
                         filename: str,
                         strict: bool = True) -> None:
@@ -78,7 +84,7 @@ def load_e2e_checkpoint(model: nn.Module,
             when False they are logged as warnings. Shape mismatches always
             raise.
     """
-    if '://' not in filename and not osp.isfile(filename):
+    if is_absent_file(filename):
         raise FileNotFoundError(f'e2e_checkpoint {filename!r} does not exist')
     try:
         checkpoint = CheckpointLoader.load_checkpoint(

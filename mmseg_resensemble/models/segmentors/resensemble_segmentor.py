@@ -1,11 +1,13 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
 """ResEnsemble-DDPM: a frozen E2E segmentor ensembled with a residual DDPM."""
 import copy
+import logging
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.structures import PixelData
 from mmseg.models.decode_heads import Mask2FormerHead, MaskFormerHead
 from mmseg.models.segmentors.base import BaseSegmentor
@@ -17,8 +19,9 @@ from torch import Tensor
 
 from ..decode_heads import TEST_CFG_DEFAULTS
 from .e2e_learner import (check_e2e_type, e2e_test_mode, feature_levels,
-                          load_e2e_checkpoint, load_e2e_config,
-                          merge_data_preprocessor, resolve_in_channels)
+                          is_absent_file, load_e2e_checkpoint,
+                          load_e2e_config, merge_data_preprocessor,
+                          resolve_in_channels)
 
 # heads whose predict() gives class-probability x mask-probability scores
 MASK_CLASSIFICATION_HEADS = (MaskFormerHead, Mask2FormerHead)
@@ -58,8 +61,13 @@ class ResEnsembleSegmentor(BaseSegmentor):
             and the lowest-resolution ones (see
             :func:`~mmseg_resensemble.models.segmentors.e2e_learner.auto_levels`).
         e2e_checkpoint (str, optional): Weights of the E2E learner (local
-            path or URL). A ResEnsemble checkpoint holds them too, so
-            ``tools/test.py`` works with ``e2e_checkpoint=None``.
+            path or URL), loaded at build time. A trained ResEnsemble
+            checkpoint holds them too: where the local file does not exist
+            (a shared model, the E2E file left behind) the model builds
+            with a warning and takes the E2E weights from the whole-model
+            checkpoint (``init_model``, ``MMSegInferencer``,
+            ``tools/test.py``, ``load_from``); training without them is
+            refused (:meth:`check_e2e_loaded`).
         e2e_strict (bool): Raise on missing or unexpected E2E checkpoint
             keys (shape mismatches always raise). Defaults to True.
         allow_random_e2e (bool): Allow training without ``e2e_checkpoint``
@@ -109,16 +117,26 @@ class ResEnsembleSegmentor(BaseSegmentor):
             init_cfg=init_cfg)
         e2e_cfg.pop('pretrained', None)
         self.e2e = MODELS.build(e2e_cfg)
-        if e2e_checkpoint is not None:
-            load_e2e_checkpoint(self.e2e, e2e_checkpoint, strict=e2e_strict)
         self.e2e_checkpoint = e2e_checkpoint
+        # loaded now from e2e_checkpoint, or later with the whole model
+        # (load_from, --resume, tools/test.py, init_model, the inferencer)
+        self.e2e_weights_loaded = False
+        if e2e_checkpoint is not None and is_absent_file(e2e_checkpoint):
+            # a shared trained model: its checkpoint holds the E2E weights
+            print_log(
+                f'e2e_checkpoint {e2e_checkpoint!r} does not exist: the E2E '
+                'learner\'s weights must come from a checkpoint of the whole '
+                'model (init_model, MMSegInferencer, tools/test.py, '
+                'load_from); training refuses to start otherwise',
+                logger='current',
+                level=logging.WARNING)
+        elif e2e_checkpoint is not None:
+            load_e2e_checkpoint(self.e2e, e2e_checkpoint, strict=e2e_strict)
+            self.e2e_weights_loaded = True
         if not isinstance(allow_random_e2e, bool):
             raise ValueError(
                 f'allow_random_e2e must be a bool, got {allow_random_e2e!r}')
         self.allow_random_e2e = allow_random_e2e
-        # loaded now from e2e_checkpoint, or later with the whole model
-        # (load_from, --resume, tools/test.py)
-        self.e2e_weights_loaded = e2e_checkpoint is not None
         self.e2e.register_load_state_dict_pre_hook(self._note_e2e_loaded)
         self.e2e.requires_grad_(False)
         self.e2e.eval()
@@ -161,9 +179,12 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 whole model loaded the E2E weights, or ``allow_random_e2e``.
         """
         if not (self.e2e_weights_loaded or self.allow_random_e2e):
+            source = ('model.e2e_checkpoint=None' if self.e2e_checkpoint is
+                      None else f'model.e2e_checkpoint='
+                      f'{self.e2e_checkpoint!r} does not exist')
             raise ValueError(
                 "the frozen E2E learner's weights were never loaded "
-                '(model.e2e_checkpoint=None, and no load_from or resumed '
+                f'({source}, and no load_from or resumed '
                 'checkpoint held them): the diffusion learner would learn '
                 'the residual of a random E2E learner. Set '
                 "model.e2e_checkpoint to the E2E learner's trained weights; "
