@@ -58,14 +58,16 @@ def test_bench_quality_quick(tmp_path):
 def test_bench_latency_quick(tmp_path):
     out = run_script([
         'tools/benchmarks/bench_latency.py', SHAPES, '--quick', '--classes',
-        '3', '--out',
+        '3', '--steps', '1', '2', '--out',
         str(tmp_path / 'latency.json')
     ])
-    assert 'E2E alone' in out and 'ResEns DDIM-1' in out
+    assert 'E2E alone' in out and 'ResEns DDIM-2' in out
     results = json.load(open(tmp_path / 'latency.json'))
     assert results['steps'][0]['setting'] == 'E2E alone'
     assert results['classes'][0]['classes'] == 3
     assert all(r['seconds'] > 0 for r in results['steps'])
+    png = cv2.imread(str(tmp_path / 'latency_latency_vs_steps.png'))
+    assert png is not None and png.shape[0] > 100
 
 
 def test_bench_e2e_cache_speed_and_memory(tmp_path):
@@ -152,7 +154,9 @@ def test_bench_quality_folder_quick(tmp_path):
 
 
 def test_bench_quality_folder_two_classes(tmp_path):
-    """A two-class set also reports the foreground IoU and Dice."""
+    """A two-class set also reports the foreground IoU and Dice; with
+    --uncertainty every prediction's calibration and error detection, and
+    the figures beside the JSON."""
     root = tmp_path / 'data'
     generate_shapes_dataset(str(root), dict(train=4, val=1, test=2), seed=3)
     for label in root.glob('ann_dir/*/*.png'):
@@ -163,7 +167,9 @@ def test_bench_quality_folder_two_classes(tmp_path):
         'tools/benchmarks/bench_quality.py', '--quick', '--data-root',
         str(root), '--work-dir',
         str(tmp_path / 'runs'), '--no-matched', '--crop', '48', '64',
-        '--pretrained', 'none', '--eval-split', 'val', '--out',
+        '--pretrained', 'none', '--eval-split', 'val', '--variants',
+        'resensemble', 'refiner-ce', '--samplers', 'ddim-1', 'ddim-2',
+        'ddim-1x2-eta1', '--uncertainty', '--error-pixels', '50', '--out',
         str(tmp_path / 'two.json'), '--cfg-options',
         'model.decode_head.channels=16'
     ])
@@ -174,7 +180,26 @@ def test_bench_quality_folder_two_classes(tmp_path):
         # Dice = 2 IoU / (1 + IoU)
         iou = row['fg_IoU'] / 100
         assert abs(row['Dice'] / 100 - 2 * iou / (1 + iou)) < 1e-6
-    assert 'Dice' in out
+        cal = row['calibration']
+        assert 0 <= cal['ECE'] <= 100 and cal['NLL'] > 0
+        assert 0 <= cal['Brier'] <= 2 and sum(
+            cal['reliability']['count']) == cal['pixels']
+        det = row['error_detection']
+        assert det['pixels'] == 50  # one image of the val split
+        assert '1-maxp' in det
+    runs = {(r['variant'], r['sampler']): r for r in results['runs']}
+    # the spread of several samples, beside the E2E learner's baseline
+    assert set(runs['resensemble', 'ddim-1x2-eta1']['error_detection']) >= {
+        'spread', 'e2e 1-maxp', '1-maxp'
+    }
+    assert 'spread' not in runs['resensemble', 'ddim-1']['error_detection']
+    # every ensemble is scored on the same pixels as the E2E learner
+    assert runs['e2e', '-']['calibration']['pixels'] == runs[
+        'resensemble', 'ddim-1']['calibration']['pixels']
+    assert 'Dice' in out and 'error detection' in out and 'ECE %' in out
+    for name in ('per_class_iou', 'reliability', 'miou_vs_steps'):
+        png = cv2.imread(str(tmp_path / f'two_{name}.png'))
+        assert png is not None and png.shape[0] > 100, name
 
 
 def test_bench_quality_sampler_names():
@@ -192,7 +217,10 @@ def test_bench_quality_sampler_names():
         start_step=300,
         ensemble_weight=0.7)
     assert bench.sampler_cfg('ddim-1-w.6')['ensemble_weight'] == 0.6
-    for bad in ('ddim', 'ddim-1-w', 'ddim-1-w0.5-from3', 'dpm-1'):
+    assert bench.sampler_cfg('ddim-2x8-eta1-from500') == dict(
+        sampler='ddim', num_steps=2, num_samples=8, eta=1.0, start_step=500)
+    for bad in ('ddim', 'ddim-1-w', 'ddim-1-w0.5-from3', 'dpm-1', 'ddpm-eta1',
+                'ddim-1-from3-eta1'):
         with pytest.raises(ValueError, match='is not ddpm'):
             bench.sampler_cfg(bad)
 

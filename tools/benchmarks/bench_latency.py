@@ -42,6 +42,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import mmseg_resensemble  # noqa: F401
+from mmseg_resensemble.apis.figures import lines_figure
 from mmseg_resensemble.models.decode_heads import TEST_CFG_DEFAULTS
 from mmseg_resensemble.models.segmentors.e2e_learner import load_e2e_config
 
@@ -50,7 +51,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='a ResEnsemble config')
     parser.add_argument('--shape', type=int, nargs=2, default=(360, 480))
-    parser.add_argument('--steps', type=int, nargs='+', default=[1, 2, 4])
+    parser.add_argument(
+        '--steps',
+        type=int,
+        nargs='+',
+        help='DDIM steps (default: 1 2 4; 1 with --quick)')
     parser.add_argument(
         '--ddpm', action='store_true', help='also DDPM over all T steps')
     parser.add_argument('--num-samples', type=int, default=1)
@@ -106,8 +111,10 @@ def parse_args():
         help='smoke run: 64x64, one step setting, one repeat')
     args = parser.parse_args()
     if args.quick:
-        args.shape, args.steps, args.ddpm = (64, 64), [1], False
+        args.shape, args.ddpm = (64, 64), False
+        args.steps = args.steps or [1]
         args.repeats, args.warmup = 1, 0
+    args.steps = args.steps or [1, 2, 4]
     return args
 
 
@@ -390,6 +397,27 @@ def main():
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=2)
+        if 'steps' in results and len(args.steps) > 1:
+            print('figure: ' + latency_figure(results, args.steps,
+                                              os.path.splitext(args.out)[0]))
+
+
+def latency_figure(results: dict, steps, stem: str) -> str:
+    """Milliseconds per image against DDIM steps, the E2E learner alone as
+    a flat line: ``stem``_latency_vs_steps.png."""
+    rows = {row['setting']: row for row in results['steps']}
+    ms = [1000 * rows[f'ResEns DDIM-{k}']['seconds'] for k in steps]
+    e2e = 1000 * rows['E2E alone']['seconds']
+    return lines_figure(
+        list(steps), {
+            'ResEnsemble': ms,
+            'E2E learner alone': [e2e] * len(steps)
+        },
+        f'{stem}_latency_vs_steps.png',
+        'DDIM steps',
+        'ms / image',
+        f'{results["shape"][0]}x{results["shape"][1]}, {results["device"]}',
+        log_x=True)
 
 
 if __name__ == '__main__':

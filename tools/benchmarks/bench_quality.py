@@ -89,10 +89,15 @@ import mmseg_resensemble  # noqa: F401
 from mmseg_resensemble.apis import (ConfusionCounter, evaluate_learners,
                                     final_checkpoint, load_resensemble,
                                     load_run_config, train_or_reuse)
+from mmseg_resensemble.apis.figures import (lines_figure, per_class_iou_figure,
+                                            reliability_figure)
 from mmseg_resensemble.datasets import generate_shapes_dataset
 from mmseg_resensemble.datasets.folder_layout import (folder_dataset,
                                                       inspect_folder,
                                                       write_split_file)
+from mmseg_resensemble.evaluation import (CalibrationCounter,
+                                          ErrorDetectionCounter,
+                                          probs_from_logits)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -176,8 +181,8 @@ def parse_args():
     parser.add_argument(
         '--samplers',
         nargs='+',
-        default=['ddim-1', 'ddim-4', 'ddim-4x4'],
-        help='of the first variant')
+        help='of the first variant (default: ddim-1 ddim-4 ddim-4x4; '
+        'ddim-1 with --quick)')
     parser.add_argument(
         '--ablation-samplers',
         nargs='+',
@@ -217,6 +222,18 @@ def parse_args():
         help='key=value changes of the ResEnsemble configs, as in '
         'tools/train.py')
     parser.add_argument(
+        '--uncertainty',
+        action='store_true',
+        help='--data-root: also measure the calibration (ECE over 15 '
+        'bins, NLL, Brier) of every prediction and how well uncertainty '
+        'scores find its wrong pixels (AUROC, AUPRC)')
+    parser.add_argument(
+        '--error-pixels',
+        type=int,
+        default=4000,
+        help='--uncertainty: random labelled pixels per test image for the '
+        'AUROC and AUPRC (the same pixels for every prediction)')
+    parser.add_argument(
         '--train-only',
         action='store_true',
         help='--data-root: train (or reuse) every run, score none')
@@ -240,10 +257,12 @@ def parse_args():
     if args.quick:
         args.e2e_iters = args.res_iters = 4
         args.seeds, args.ablation_seeds = [0], [0]
-        args.samplers = args.ablation_samplers = ['ddim-1']
+        args.samplers = args.samplers or ['ddim-1']
+        args.ablation_samplers = ['ddim-1']
         args.ddpm_images = 1
         args.batch_size = 2
     args.iters = args.res_iters
+    args.samplers = args.samplers or ['ddim-1', 'ddim-4', 'ddim-4x4']
     for name in args.samplers + args.ablation_samplers:
         sampler_cfg(name)  # fail early on a typo
     return args
@@ -251,21 +270,25 @@ def parse_args():
 
 def sampler_cfg(name: str) -> dict:
     """The test_cfg of a sampler name: ``ddpm`` (all T steps), ``ddim-K``
-    (K steps) or ``ddim-KxS`` (S samples averaged), each optionally
-    followed by ``-fromT'`` (truncated diffusion from x̂0 noised to step
-    T') and ``-wW`` (ensemble weight W instead of Eq. 15's ½)."""
+    (K steps) or ``ddim-KxS`` (S samples averaged), a DDIM name optionally
+    followed by ``-etaE`` (DDIM's η: 0 deterministic, 1 DDPM-like noise),
+    then any name by ``-fromT'`` (truncated diffusion from x̂0 noised to
+    step T') and ``-wW`` (ensemble weight W instead of Eq. 15's ½)."""
     match = re.fullmatch(
-        r'(?:(ddpm)|ddim-(\d+)(?:x(\d+))?)(?:-from(\d+))?'
-        r'(?:-w(\d*\.?\d+))?', name)
+        r'(?:(ddpm)|ddim-(\d+)(?:x(\d+))?(?:-eta(\d*\.?\d+))?)'
+        r'(?:-from(\d+))?(?:-w(\d*\.?\d+))?', name)
     if match is None:
         raise ValueError(f'sampler {name!r} is not ddpm, ddim-K or ddim-KxS, '
-                         "optionally followed by -fromT' and -wW")
-    ddpm, steps, samples, start, weight = match.groups()
+                         "optionally followed by -etaE (DDIM), -fromT' and "
+                         '-wW')
+    ddpm, steps, samples, eta, start, weight = match.groups()
     cfg = dict(
         sampler='ddpm', num_steps=None, num_samples=1) if ddpm else dict(
             sampler='ddim',
             num_steps=int(steps),
             num_samples=int(samples or 1))
+    if eta:
+        cfg['eta'] = float(eta)
     if start:
         cfg['start_step'] = int(start)
     if weight:
@@ -279,10 +302,11 @@ def run_suffix(cfg_options: dict) -> str:
                    for key, value in sorted(cfg_options.items()))
 
 
-def mean_std(values):
+def mean_std(values, digits: int = 2):
     if len(values) == 1:
-        return f'{values[0]:.2f}'
-    return f'{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}'
+        return f'{values[0]:.{digits}f}'
+    return (f'{statistics.mean(values):.{digits}f} ± '
+            f'{statistics.stdev(values):.{digits}f}')
 
 
 def main():
@@ -657,7 +681,12 @@ def features_once(model):
         del e2e.extract_feat
 
 
-def score_run(model, loader, num_classes, samplers, subset):
+def score_run(model,
+              loader,
+              num_classes,
+              samplers,
+              subset,
+              uncertainty: Optional['UncertaintyStats'] = None):
     """One pass over the test split scoring every sampler of a run.
 
     Args:
@@ -668,6 +697,8 @@ def score_run(model, loader, num_classes, samplers, subset):
             plain segmentor.
         subset (set[int]): Indices of the test images the 'ddpm' sampler
             (all T steps) is scored on.
+        uncertainty (UncertaintyStats, optional): Also measure calibration
+            and error detection of each name.
 
     Returns:
         dict[str, ConfusionCounter-like]: counts per name: 'e2e' (the E2E
@@ -685,9 +716,13 @@ def score_run(model, loader, num_classes, samplers, subset):
             data = model.data_preprocessor(batch, False)
             inputs, samples = data['inputs'], data['data_samples']
             label = samples[0].gt_sem_seg.data
+            if uncertainty is not None:
+                uncertainty.next_image(label, index)
             if not is_ensemble:
                 result = model.predict(inputs, samples)[0]
                 counter.add('e2e', result.pred_sem_seg.data, label)
+                if uncertainty is not None:
+                    uncertainty.add_plain('e2e', result)
                 continue
             for n, name in enumerate(samplers):
                 if name == 'ddpm' and index not in subset:
@@ -696,12 +731,82 @@ def score_run(model, loader, num_classes, samplers, subset):
                 model.test_cfg.update(base_cfg, **sampler_cfg(name))
                 result = model.predict(inputs, samples)[0]
                 counter.add(name, result.pred_sem_seg.data, label)
+                if uncertainty is not None and name != 'ddpm':
+                    uncertainty.add_ensemble(
+                        name, result, spread=model.test_cfg['num_samples'] > 1)
                 if n == 0:
                     counter.add('e2e', result.e2e_pred_sem_seg.data, label)
+                    if uncertainty is not None:
+                        uncertainty.add_e2e(result)
                 if name == 'ddpm':
                     counter.add('e2e@subset', result.e2e_pred_sem_seg.data,
                                 label)
     return counter
+
+
+class UncertaintyStats:
+    """Calibration (ECE, NLL, Brier) and error detection (AUROC, AUPRC of
+    uncertainty scores for the wrong pixels) of each prediction of a run.
+
+    Scores of the wrong pixels of a prediction: ``1-maxp``, one minus its
+    own highest class probability; for an ensemble also ``e2e 1-maxp``, the
+    same of the E2E learner (the baseline), and with several samples
+    ``spread``, the ensemble's ``uncertainty`` map.
+
+    Args:
+        pixels_per_image (int): Pixels per image for error detection.
+    """
+
+    def __init__(self, pixels_per_image: int) -> None:
+        self.pixels_per_image = pixels_per_image
+        self.calibration = {}
+        self.errors = {}
+        self.label = self.pixels = self.e2e_confidence = None
+
+    def next_image(self, label, index: int) -> None:
+        self.label = label
+        self.pixels = ErrorDetectionCounter(self.pixels_per_image).pixels(
+            label, index)
+        self.e2e_confidence = None
+
+    def _add(self, name, probs, pred, scores) -> None:
+        if name not in self.calibration:
+            self.calibration[name] = CalibrationCounter()
+            self.errors[name] = ErrorDetectionCounter(self.pixels_per_image)
+        self.calibration[name].add(probs, self.label)
+        self.errors[name].add(pred, self.label, scores, self.pixels)
+
+    def add_plain(self, name, result) -> None:
+        """A plain MMSeg segmentor's result."""
+        probs = probs_from_logits(result.seg_logits.data)
+        self._add(name, probs, result.pred_sem_seg.data,
+                  {'1-maxp': 1 - probs.max(0)[0]})
+
+    def add_e2e(self, result) -> None:
+        """The E2E learner's own output inside a ResEnsemble result."""
+        probs = probs_from_logits(result.e2e_seg_logits.data)
+        self.e2e_confidence = probs.max(0)[0]
+        self._add('e2e', probs, result.e2e_pred_sem_seg.data,
+                  {'1-maxp': 1 - self.e2e_confidence})
+
+    def add_ensemble(self, name, result, spread: bool) -> None:
+        """A ResEnsemble (or refiner) result; its ``seg_logits`` are
+        log-probabilities."""
+        probs = probs_from_logits(result.seg_logits.data)
+        e2e = probs_from_logits(result.e2e_seg_logits.data).max(0)[0]
+        scores = {'1-maxp': 1 - probs.max(0)[0], 'e2e 1-maxp': 1 - e2e}
+        if spread:
+            scores['spread'] = result.uncertainty.data
+        self._add(name, probs, result.pred_sem_seg.data, scores)
+
+    def summary(self, name) -> dict:
+        """``calibration`` and ``error_detection`` of ``name`` (empty if it
+        was not measured)."""
+        if name not in self.calibration:
+            return {}
+        return dict(
+            calibration=self.calibration[name].summary(),
+            error_detection=self.errors[name].summary())
 
 
 def scores(counter, name, num_classes) -> dict:
@@ -750,7 +855,17 @@ def run_folder_suite(args):
         ddpm_images=sorted(subset),
         runs=[])
 
-    def record(variant, seed, name, counter, counter_name, train_seconds,
+    def stats():
+        return UncertaintyStats(
+            args.error_pixels) if args.uncertainty else None
+
+    def record(variant,
+               seed,
+               name,
+               counter,
+               counter_name,
+               train_seconds,
+               measured=None,
                **extra):
         run = dict(
             variant=variant,
@@ -758,6 +873,7 @@ def run_folder_suite(args):
             sampler=name,
             train_seconds=train_seconds,
             **scores(counter, counter_name, k),
+            **(measured.summary(counter_name) if measured else {}),
             **extra)
         results['runs'].append(run)
         e2e = ''
@@ -767,7 +883,7 @@ def run_folder_suite(args):
             f'{variant} seed {seed} {name}: mIoU {run["mIoU"]:.2f}{e2e}',
             flush=True)
 
-    e2e_counter = None
+    e2e_counter = e2e_stats = None
     head_seconds = None
     shared_cache = osp.join(work_dir, 'e2e_cache')
     for index, variant in enumerate(args.variants):
@@ -794,21 +910,24 @@ def run_folder_suite(args):
             if args.train_only:
                 continue
             model = load_resensemble(rcfg, ckpt)
-            counter = score_run(model, loader, k, samplers, subset)
-            e2e_counter = counter
+            measured = stats()
+            counter = score_run(model, loader, k, samplers, subset, measured)
+            e2e_counter, e2e_stats = counter, measured
             for name in samplers:
                 extra = {}
                 if name == 'ddpm':
                     extra = dict(
                         images=len(subset),
                         e2e_on_images=scores(counter, 'e2e@subset', k))
-                record(variant, seed, name, counter, name, seconds, **extra)
+                record(variant, seed, name, counter, name, seconds, measured,
+                       **extra)
     if args.train_only:
         return
     if e2e_counter is None:  # no variant: the E2E learner alone
+        e2e_stats = stats()
         e2e_counter = score_run(
-            load_plain(cfg, e2e_ckpt), loader, k, [], subset)
-    record('e2e', 0, '-', e2e_counter, 'e2e', e2e_seconds)
+            load_plain(cfg, e2e_ckpt), loader, k, [], subset, e2e_stats)
+    record('e2e', 0, '-', e2e_counter, 'e2e', e2e_seconds, e2e_stats)
 
     if args.matched and head_seconds is not None:
         # the skeptic's alternative: the E2E learner trained on for as long
@@ -822,7 +941,9 @@ def run_folder_suite(args):
             extra_iters,
             load_from=e2e_ckpt)
         mckpt, mseconds = timed_train(mcfg)
-        counter = score_run(load_plain(mcfg, mckpt), loader, k, [], subset)
+        measured = stats()
+        counter = score_run(
+            load_plain(mcfg, mckpt), loader, k, [], subset, measured)
         record(
             'e2e-longer',
             0,
@@ -830,12 +951,17 @@ def run_folder_suite(args):
             counter,
             'e2e',
             mseconds,
+            measured,
             extra_iters=extra_iters)
     print_folder_tables(results, args)
+    if args.uncertainty:
+        print_uncertainty_tables(results)
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=2)
+        for path in write_quality_figures(results, osp.splitext(args.out)[0]):
+            print(f'figure: {path}')
 
 
 def load_plain(cfg: Config, ckpt: str):
@@ -853,9 +979,7 @@ def print_folder_tables(results, args):
     IoU of the E2E learner and the first variant."""
     binary = len(results['classes']) == 2
     keys = ['mIoU'] + (['fg_IoU', 'Dice'] if binary else [])
-    groups = {}
-    for run in results['runs']:
-        groups.setdefault((run['variant'], run['sampler']), []).append(run)
+    groups = run_groups(results)
     header = f'{"":32s}' + ''.join(f'{k:>18s}' for k in keys) + '  seeds'
     print('\n' + header)
     for (variant, sampler), runs in groups.items():
@@ -877,6 +1001,101 @@ def print_folder_tables(results, args):
     for i, name in enumerate(results['classes']):
         mean = np.nanmean([r['IoU'][i] for r in first])
         print(f'{name:20s}{e2e["IoU"][i]:10.2f}{mean:16.2f}')
+
+
+def run_groups(results) -> dict:
+    """The runs of each (variant, sampler), in order of first appearance
+    (dict keys), seeds in order."""
+    groups = {}
+    for run in results['runs']:
+        groups.setdefault((run['variant'], run['sampler']), []).append(run)
+    return groups
+
+
+def print_uncertainty_tables(results):
+    """Calibration and error detection of each (variant, sampler), mean
+    over seeds: ECE (%), NLL, Brier; AUROC and AUPRC (%) of each
+    uncertainty score for the prediction's wrong pixels."""
+    print(f'\n{"calibration":32s}{"ECE %":>14s}{"NLL":>14s}{"Brier":>14s}'
+          '  seeds')
+    rows = [(key, runs) for key, runs in run_groups(results).items()
+            if 'calibration' in runs[0]]
+    for (variant, sampler), runs in rows:
+        label = variant if sampler == '-' else f'{variant} {sampler}'
+        cells = ''.join(
+            f'{mean_std([r["calibration"][k] for r in runs], d):>14s}'
+            for k, d in (('ECE', 2), ('NLL', 3), ('Brier', 3)))
+        print(f'{label:32s}{cells}  {len(runs)}')
+    print(f'\n{"error detection":32s}{"score":>14s}{"errors %":>12s}'
+          f'{"AUROC %":>16s}{"AUPRC %":>16s}')
+    for (variant, sampler), runs in rows:
+        label = variant if sampler == '-' else f'{variant} {sampler}'
+        det = runs[0]['error_detection']
+        for score in (k for k in det if isinstance(det[k], dict)):
+            auroc = mean_std(
+                [r['error_detection'][score]['AUROC'] for r in runs])
+            auprc = mean_std(
+                [r['error_detection'][score]['AUPRC'] for r in runs])
+            rate = mean_std([r['error_detection']['error_rate'] for r in runs])
+            print(f'{label:32s}{score:>14s}{rate:>12s}{auroc:>16s}'
+                  f'{auprc:>16s}')
+            label = ''
+
+
+def write_quality_figures(results, stem: str) -> list:
+    """PNG figures beside the JSON (``stem`` + suffix): per-class IoU of
+    the E2E learner, the refiner and the first variant; reliability
+    diagrams where calibration was measured; mIoU against DDIM steps where
+    the first variant has two or more ``ddim-K`` samplers.
+
+    Returns:
+        list[str]: The files written.
+    """
+    groups = run_groups(results)
+    written = []
+    mean_iou = (lambda runs: np.nanmean(
+        np.array([r['IoU'] for r in runs], dtype=float), 0).tolist())
+    series = {}
+    if ('e2e', '-') in groups:
+        series['E2E learner'] = mean_iou(groups[('e2e', '-')])
+    for (variant, sampler), runs in groups.items():
+        if variant not in ('e2e', 'e2e-longer') and not any(
+                name.startswith(variant + ' ') for name in series):
+            series[f'{variant} {sampler}'] = mean_iou(runs)
+    if len(series) > 1:
+        written.append(
+            per_class_iou_figure(results['classes'], series,
+                                 f'{stem}_per_class_iou.png',
+                                 'per-class IoU (mean over seeds)'))
+    panels = {
+        (variant if sampler == '-' else f'{variant} {sampler}'):
+        runs[0]['calibration']
+        for (variant, sampler), runs in groups.items()
+        if 'calibration' in runs[0]
+    }
+    if panels:
+        written.append(
+            reliability_figure(panels, f'{stem}_reliability.png',
+                               'reliability (first seed)'))
+    first = next((v for v, _ in groups if v not in ('e2e', 'e2e-longer')),
+                 None)
+    steps = sorted((int(m.group(1)), runs)
+                   for (variant, sampler), runs in groups.items()
+                   if variant == first
+                   for m in [re.fullmatch(r'ddim-(\d+)', sampler)] if m)
+    if len(steps) > 1:
+        lines = {
+            first:
+            [statistics.mean(r['mIoU'] for r in runs) for _, runs in steps]
+        }
+        if ('e2e', '-') in groups:
+            lines['E2E learner'] = [groups[('e2e', '-')][0]['mIoU']
+                                    ] * len(steps)
+        written.append(
+            lines_figure([k for k, _ in steps], lines,
+                         f'{stem}_miou_vs_steps.png', 'DDIM steps', 'mIoU (%)',
+                         'mIoU against DDIM steps'))
+    return written
 
 
 if __name__ == '__main__':
