@@ -72,6 +72,22 @@ ZOO = {
                {}),
     'ddrnet': ('ddrnet/ddrnet_23-slim_in1k-pre_2xb6-120k_cityscapes-'
                '1024x1024.py', (64, 64), {}),
+    # mmpretrain backbones (the `mmpretrain` extra), one block per stage
+    'upernet-convnext':
+    ('convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py', (64,
+                                                                        64),
+     dict(
+         backbone=dict(
+             arch=dict(depths=[1, 1, 1, 1], channels=[96, 192, 384, 768])))),
+    'fpn-poolformer':
+    ('poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py', (64, 64),
+     dict(
+         backbone=dict(
+             arch=dict(
+                 layers=[1, 1, 1, 1],
+                 embed_dims=[64, 128, 320, 512],
+                 mlp_ratios=[4, 4, 4, 4],
+                 layer_scale_init_value=1e-5)))),
     # its test_cfg slides 64x64 windows with a 42 px stride
     'unet-slide': ('unet/unet-s5-d16_fcn_4xb4-40k_drive-64x64.py', (96, 96),
                    {}),

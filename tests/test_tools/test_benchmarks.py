@@ -111,11 +111,12 @@ def test_bench_quality_folder_quick(tmp_path):
         str(root), '--work-dir',
         str(tmp_path / 'runs'), '--variants', 'resensemble', 'paper',
         'refiner-ce', 'plain-ddpm', 'resensemble-oof', '--folds', '2',
-        '--crop', '48', '64', '--out',
+        '--crop', '48', '64', '--max-images', '2', '--out',
         str(tmp_path / 'folder.json'), '--pretrained', 'none', '--cfg-options',
         'model.decode_head.channels=16'
     ])
     results = json.load(open(tmp_path / 'folder.json'))
+    assert results['eval_images'] == 2  # of the 3 test images
     rows = {(r['variant'], r['sampler']) for r in results['runs']}
     assert rows == {('resensemble', 'ddim-1'), ('paper', 'ddim-1'),
                     ('paper', 'ddpm'), ('refiner-ce', 'ddim-1'),

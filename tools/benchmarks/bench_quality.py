@@ -222,6 +222,11 @@ def parse_args():
         help='key=value changes of the ResEnsemble configs, as in '
         'tools/train.py')
     parser.add_argument(
+        '--max-images',
+        type=int,
+        help='--data-root: score every run on this many evenly spaced '
+        'images of the split only (default: all)')
+    parser.add_argument(
         '--uncertainty',
         action='store_true',
         help='--data-root: also measure the calibration (ECE over 15 '
@@ -835,6 +840,13 @@ def run_folder_suite(args):
     eval_loader = copy.deepcopy(cfg.test_dataloader)
     eval_loader.dataset = folder_dataset(layout, args.eval_split,
                                          eval_loader.dataset.pipeline)
+    num_eval = len(layout.splits[args.eval_split])
+    if args.max_images and args.max_images < num_eval:
+        # evenly spaced images of the split, the same for every run
+        step = num_eval / args.max_images
+        eval_loader.dataset.indices = [
+            int(i * step) for i in range(args.max_images)
+        ]
     loader = Runner.build_dataloader(eval_loader)
     num_test = len(loader.dataset)
     step = max(1, num_test // max(1, args.ddpm_images))
@@ -847,6 +859,7 @@ def run_folder_suite(args):
         crop=list(args.crop or layout.image_size),
         test_mode='slide' if args.slide else 'whole',
         eval_split=args.eval_split,
+        eval_images=num_test,
         e2e_iters=args.e2e_iters,
         iters=args.iters,
         batch_size=args.batch_size,
