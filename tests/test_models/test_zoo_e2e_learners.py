@@ -78,12 +78,16 @@ ZOO = {
                                                                         64),
      dict(
          backbone=dict(
-             arch=dict(depths=[1, 1, 1, 1], channels=[96, 192, 384, 768])))),
+             arch=dict(
+                 _delete_=True,
+                 depths=[1, 1, 1, 1],
+                 channels=[96, 192, 384, 768])))),
     'fpn-poolformer':
     ('poolformer/fpn_poolformer_s12_8xb4-40k_ade20k-512x512.py', (64, 64),
      dict(
          backbone=dict(
              arch=dict(
+                 _delete_=True,
                  layers=[1, 1, 1, 1],
                  embed_dims=[64, 128, 320, 512],
                  mlp_ratios=[4, 4, 4, 4],

@@ -484,9 +484,11 @@ def folder_data(args, layout, train_pipeline, test_pipeline, ann_file=None):
     """Data loaders: ``train`` (or the samples of ``ann_file``), ``test``.
 
     No validation during training: every run is scored once on the test
-    split afterwards.
+    split afterwards. ``test_pipeline`` is what MMSeg's ``init_model`` /
+    ``inference_model`` and ``tools/infer.py`` read.
     """
     return dict(
+        test_pipeline=test_pipeline,
         train_dataloader=dict(
             batch_size=args.batch_size,
             num_workers=1,
