@@ -7,9 +7,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# CPU build here and in CI; on a GPU machine install your CUDA torch (>= 2.1)
-# into the venv first and run `make TORCH_SPEC= install`.
-TORCH_SPEC ?= torch==2.13.0
+# torch with the torchvision built for it (mmpretrain imports torchvision;
+# PyPI has no torchvision for a CPU-only torch build), here and in CI; on a
+# GPU machine install your CUDA torch and torchvision into the venv first
+# and run `make TORCH_SPEC= install`.
+TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
@@ -19,19 +21,23 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt requirements/mask2former.txt
+$(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/tests.txt requirements/mask2former.txt requirements/mmpretrain.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade 'pip<26' wheel
-	test -z "$(TORCH_SPEC)" || $(PIP) install '$(TORCH_SPEC)'
+	test -z "$(TORCH_SPEC)" || $(PIP) install $(TORCH_SPEC)
 	# mmcv 2.1.0 setup.py needs pkg_resources (setuptools < 70); torch only
 	# needs newer setuptools to build its own extensions, which we never do.
 	$(PIP) install 'setuptools<70'
-	$(PIP) install --no-build-isolation -r requirements/mmcv.txt
-	# mask2former.txt: mmdet for MMSeg's Mask2Former/MaskFormer heads, so
-	# that the tests cover them (optional for users: pip install -e .[mask2former])
-	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt -r requirements/mask2former.txt
+	# compiled against the torch above; never a cached wheel built against
+	# another torch
+	$(PIP) install --no-cache-dir --no-build-isolation -r requirements/mmcv.txt
+	# mask2former.txt: mmdet for MMSeg's Mask2Former/MaskFormer heads;
+	# mmpretrain.txt: mmpretrain for its ConvNeXt/PoolFormer backbones; so
+	# that the tests cover them (optional for users: pip install -e
+	# .[mask2former,mmpretrain])
+	$(PIP) install -r requirements/runtime.txt -r requirements/tests.txt -r requirements/mask2former.txt -r requirements/mmpretrain.txt
 	$(PIP) install --no-build-isolation --no-deps -e .
-	$(PY) -c "import mmcv.ops, mmdet.models, mmseg.models, mmseg_resensemble"
+	$(PY) -c "import mmcv.ops, mmdet.models, mmpretrain.models, mmseg.models, mmseg_resensemble"
 	touch $@
 
 lint: $(STAMP)

@@ -40,7 +40,10 @@ if __name__ == '__main__':
         extras_require=dict(
             tests=parse_requirements('requirements/tests.txt'),
             # MMSeg's Mask2Former/MaskFormer E2E learners need mmdet
-            mask2former=parse_requirements('requirements/mask2former.txt')),
+            mask2former=parse_requirements('requirements/mask2former.txt'),
+            # MMSeg's ConvNeXt/PoolFormer E2E learners need mmpretrain
+            # (and a torchvision matching torch)
+            mmpretrain=parse_requirements('requirements/mmpretrain.txt')),
         classifiers=[
             'Programming Language :: Python :: 3',
             'Topic :: Scientific/Engineering :: Artificial Intelligence',
