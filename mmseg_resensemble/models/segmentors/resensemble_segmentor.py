@@ -19,9 +19,8 @@ from torch import Tensor
 
 from ..decode_heads import TEST_CFG_DEFAULTS
 from .e2e_learner import (check_e2e_type, e2e_test_mode, feature_levels,
-                          is_absent_file, load_e2e_checkpoint,
-                          load_e2e_config, merge_data_preprocessor,
-                          resolve_in_channels)
+                          is_absent_file, load_e2e_checkpoint, load_e2e_config,
+                          merge_data_preprocessor, resolve_in_channels)
 
 # heads whose predict() gives class-probability x mask-probability scores
 MASK_CLASSIFICATION_HEADS = (MaskFormerHead, Mask2FormerHead)
@@ -179,8 +178,8 @@ class ResEnsembleSegmentor(BaseSegmentor):
                 whole model loaded the E2E weights, or ``allow_random_e2e``.
         """
         if not (self.e2e_weights_loaded or self.allow_random_e2e):
-            source = ('model.e2e_checkpoint=None' if self.e2e_checkpoint is
-                      None else f'model.e2e_checkpoint='
+            source = ('model.e2e_checkpoint=None' if self.e2e_checkpoint
+                      is None else f'model.e2e_checkpoint='
                       f'{self.e2e_checkpoint!r} does not exist')
             raise ValueError(
                 "the frozen E2E learner's weights were never loaded "
