@@ -800,8 +800,13 @@ class UncertaintyStats:
         """A ResEnsemble (or refiner) result; its ``seg_logits`` are
         log-probabilities."""
         probs = probs_from_logits(result.seg_logits.data)
-        e2e = probs_from_logits(result.e2e_seg_logits.data).max(0)[0]
-        scores = {'1-maxp': 1 - probs.max(0)[0], 'e2e 1-maxp': 1 - e2e}
+        if self.e2e_confidence is None:  # the same for every sampler
+            self.e2e_confidence = probs_from_logits(
+                result.e2e_seg_logits.data).max(0)[0]
+        scores = {
+            '1-maxp': 1 - probs.max(0)[0],
+            'e2e 1-maxp': 1 - self.e2e_confidence
+        }
         if spread:
             scores['spread'] = result.uncertainty.data
         self._add(name, probs, result.pred_sem_seg.data, scores)
