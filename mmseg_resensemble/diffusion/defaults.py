@@ -27,3 +27,9 @@ SAMPLING = dict(
     eta=0.0,
     clip_denoised=None,
     start_step=None)
+
+#: the training of Algorithm 1 (``train_cfg`` of the segmentor): t drawn
+#: uniformly from 1..T (:class:`~.TrainingTimesteps`), x̄t always built
+#: from the target (``self_aligned`` = 0: never from the network's own
+#: first estimate)
+TRAINING = dict(timesteps='uniform', self_aligned=0.0)

@@ -376,3 +376,184 @@ def test_on_cuda_noise_is_drawn_there_and_auto_runs_bf16(monkeypatch):
     assert torch.equal(a, b)
     assert draws and set(draws) == {'cuda'}
     assert set(dtypes) == {torch.bfloat16}
+
+
+# ----------------------------------------------------------------------
+# the task loss on the ensemble, training steps, self-aligned training
+# ----------------------------------------------------------------------
+CE = dict(type='CrossEntropyLoss', loss_name='loss_ce', avg_non_ignore=True)
+TASK_LOSSES = [
+    CE,
+    dict(type='LovaszLoss', loss_name='loss_lovasz', reduction='none'),
+    dict(type='DiceLoss', loss_name='loss_dice')
+]
+
+
+@pytest.mark.parametrize('prediction_type', ['sample', 'epsilon', 'v'])
+def test_loss_ensemble_adds_every_task_loss_with_gradients(prediction_type):
+    head = build_head(
+        diffusion=dict(num_timesteps=10, prediction_type=prediction_type),
+        loss_ensemble=TASK_LOSSES)
+    feats, probs, labels = random_inputs()
+    labels[0, :2] = 255  # ignored pixels
+    losses = head.loss(feats, probs, samples_with_gt(labels), None)
+    assert set(losses) == {'loss_noise', 'loss_ce', 'loss_lovasz', 'loss_dice'}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses['loss_ce'].backward()
+    grads = [p.grad for p in head.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_ensemble_scores_of_the_true_target_are_the_labels():
+    """Oracle: with x̄0θ = 2·x0 − x̂0 and w = ½ the ensemble is x0, so the
+    cross-entropy is -log(1 - (K-1)·1e-4) at most; with w = 0 it is the
+    E2E learner's."""
+    head = build_head(
+        diffusion=dict(num_timesteps=10, prediction_type='sample'),
+        loss_ensemble=CE)
+    _, probs, labels = random_inputs()
+    x_hat = probs_to_analog(probs, 1.)
+    x0 = probs_to_analog(
+        torch.nn.functional.one_hot(labels, K).permute(0, 3, 1, 2).float(), 1.)
+    x_start = 2 * x0 - x_hat
+    t = torch.tensor([9, 3])
+    x_t = head.diffusion.q_sample(x_start, t)
+    scores = head.ensemble_scores(x_start, x_t, t, x_hat, 0.5)
+    ce = head.task_losses(scores, samples_with_gt(labels),
+                          head.loss_ensemble)['loss_ce']
+    assert ce < 1e-3
+    e2e = head.ensemble_scores(x_start, x_t, t, x_hat, 0.)
+    torch.testing.assert_close(
+        e2e.exp(),
+        probs.clamp(min=1e-4) / probs.clamp(min=1e-4).sum(1, keepdim=True))
+
+
+def test_training_settings_read_train_cfg_once():
+    head = build_head()
+    s = head.training_settings(None)
+    assert s.timesteps.spec == 'uniform' and s.self_aligned == 0
+    assert s.first_step == 9 and s.ensemble_weight == 0.5
+    s = head.training_settings(
+        dict(timesteps='sampler', self_aligned=1),
+        dict(sampler='ddim', num_steps=2, ensemble_weight='auto'))
+    assert s.timesteps.steps == [4, 9] and s.ensemble_weight == 0.5
+    s = head.training_settings(
+        dict(timesteps=(3, 4)),
+        dict(sampler='ddim', num_steps=1, ensemble_weight=0.3))
+    assert (s.timesteps.low, s.timesteps.high) == (2, 3)
+    assert s.ensemble_weight == 0.3
+    for bad, match in ((dict(timestep='uniform'), 'unknown train_cfg'),
+                       (dict(self_aligned=1.5), 'self_aligned'),
+                       (dict(self_aligned=True), 'self_aligned'),
+                       (dict(timesteps='ddim'), 'train_cfg.timesteps')):
+        with pytest.raises(ValueError, match=match):
+            head.training_settings(bad)
+
+
+def test_training_draws_only_the_configured_steps():
+    head = build_head()
+    seen = []
+
+    def forward(cond, x_hat, x_t, t):
+        seen.extend(t.tolist())
+        return x_t
+
+    head.forward = forward
+    feats, probs, labels = random_inputs()
+    settings = head.training_settings(
+        dict(timesteps='sampler'), dict(sampler='ddim', num_steps=2))
+    for _ in range(10):
+        head.loss(feats, probs, samples_with_gt(labels), settings)
+    assert set(seen) == {4, 9}
+
+
+def test_self_aligned_training_starts_from_the_first_estimate():
+    """p = 1: a first pass at the sampler's first step without gradients;
+    x̄t is built from its clipped estimate, and the target is the noise
+    that takes the true x̄0 to that x̄t."""
+    head = build_head(
+        diffusion=dict(num_timesteps=10, prediction_type='epsilon'))
+    calls = []
+    estimate = torch.full((2, K, 8, 8), 0.25)
+
+    def forward(cond, x_hat, x_t, t):
+        calls.append((t.clone(), torch.is_grad_enabled(), x_t.clone()))
+        if len(calls) == 1:  # ε whose x0 is ``estimate``
+            return head.diffusion.predict_eps_from_xstart(x_t, t, estimate)
+        return torch.zeros_like(x_t, requires_grad=True)
+
+    head.forward = forward
+    targets = []
+    training_target = head.diffusion.training_target
+    head.diffusion.training_target = lambda x0, t, noise: targets.append(
+        (x0, t, noise)) or training_target(x0, t, noise)
+    feats, probs, labels = random_inputs()
+    settings = head.training_settings(dict(self_aligned=1.0))
+    head.loss(feats, probs, samples_with_gt(labels), settings)
+    (t1, grad1, _), (t2, grad2, x_t) = calls
+    assert t1.tolist() == [9, 9] and not grad1 and grad2
+    x_start, t, noise = targets[0]
+    # the true target, and the noise that takes it to this x̄t
+    x0 = probs_to_analog(
+        torch.nn.functional.one_hot(labels, K).permute(0, 3, 1, 2).float(), 1.)
+    torch.testing.assert_close(x_start, 2 * x0 - probs_to_analog(probs, 1.))
+    torch.testing.assert_close(head.diffusion.q_sample(x_start, t, noise), x_t)
+    # x̄t was built from the estimate: its mean is √ᾱt·estimate
+    calls.clear()
+    head.loss(feats, probs, samples_with_gt(labels),
+              head.training_settings(dict(self_aligned=0.0)))
+    assert len(calls) == 1
+
+
+def test_auto_weight_reads_the_chosen_weight_of_the_checkpoint():
+    head = build_head()
+    head.eval()
+    feats, probs, _ = random_inputs()
+    cfg = dict(sampler='ddim', num_steps=1)
+
+    def predict(**kw):
+        return head.predict(feats, probs, (8, 8), dict(cfg, **kw))['probs']
+
+    # none chosen: Eq. 15
+    torch.testing.assert_close(
+        predict(ensemble_weight='auto'), predict(ensemble_weight=0.5))
+    head.chosen_ensemble_weight.fill_(0.)
+    torch.testing.assert_close(
+        predict(ensemble_weight='auto'), predict(ensemble_weight=0.))
+    state = head.state_dict()
+    assert float(state['chosen_ensemble_weight']) == 0.
+    # a checkpoint from before the weight was chosen loads strictly
+    del state['chosen_ensemble_weight']
+    fresh = build_head()
+    fresh.load_state_dict(state, strict=True)
+    assert torch.isnan(fresh.chosen_ensemble_weight)
+    with pytest.raises(ValueError, match="or 'auto'"):
+        head.sampling_cfg(dict(ensemble_weight='best'))
+
+
+def test_ensemble_parts_give_the_class_order_of_any_weight():
+    head = build_head()
+    head.eval()
+    feats, probs, _ = random_inputs()
+    for num_samples in (1, 3):
+        cfg = dict(
+            sampler='ddim',
+            num_steps=1,
+            num_samples=num_samples,
+            ensemble_parts=True)
+        out = head.predict(feats, probs, (8, 8),
+                           dict(cfg, ensemble_weight=0.3))
+        mix = 0.3 * out['sample_probs'] + 0.7 * out['e2e_head_probs']
+        if num_samples == 1:
+            assert torch.equal(mix.argmax(1), out['probs'].argmax(1))
+        torch.testing.assert_close(out['e2e_head_probs'], probs)
+    assert 'sample_probs' not in head.predict(feats, probs, (8, 8),
+                                              cfg | dict(ensemble_parts=False))
+
+
+def test_refiner_takes_a_list_of_losses():
+    head = build_head(type='E2ERefinerHead', loss_decode=TASK_LOSSES)
+    feats, probs, labels = random_inputs()
+    losses = head.loss(feats, probs, samples_with_gt(labels), None)
+    assert set(losses) == {'loss_ce', 'loss_lovasz', 'loss_dice'}
+    sum(losses.values()).backward()

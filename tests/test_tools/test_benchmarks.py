@@ -12,6 +12,7 @@ from mmengine.config import Config
 
 from mmseg_resensemble.datasets import (SyntheticShapesDataset,
                                         generate_shapes_dataset)
+from mmseg_resensemble.datasets.folder_layout import FolderLayout
 from tests.test_tools.test_train_test_tools import run
 
 SHAPES = ('configs/resensemble/'
@@ -169,8 +170,10 @@ def test_bench_quality_folder_two_classes(tmp_path):
         str(root), '--work-dir',
         str(tmp_path / 'runs'), '--no-matched', '--crop', '48', '64',
         '--pretrained', 'none', '--eval-split', 'val', '--variants',
-        'resensemble', 'refiner-ce', '--samplers', 'ddim-1', 'ddim-2',
-        'ddim-1x2-eta1', '--uncertainty', '--error-pixels', '50', '--out',
+        'resensemble', 'refiner-ce', 'resensemble+ce+tsampler+selfalign+guard',
+        'refiner-ce+lovasz', '--ablation-samplers', 'ddim-1', '--samplers',
+        'ddim-1', 'ddim-2', 'ddim-1x2-eta1', '--uncertainty', '--error-pixels',
+        '50', '--out',
         str(tmp_path / 'two.json'), '--cfg-options',
         'model.decode_head.channels=16'
     ])
@@ -198,9 +201,51 @@ def test_bench_quality_folder_two_classes(tmp_path):
     assert runs['e2e', '-']['calibration']['pixels'] == runs[
         'resensemble', 'ddim-1']['calibration']['pixels']
     assert 'Dice' in out and 'error detection' in out and 'ECE %' in out
+    # the changes of a variant name, in its config; the weight is chosen on
+    # the validation split and stored with the checkpoint
+    guard = runs['resensemble+ce+tsampler+selfalign+guard', 'ddim-1']
+    assert 0 <= guard['chosen_weight'] <= 1
+    cfg = Config.fromfile(
+        str(tmp_path / 'runs' / 'resensemble+ce+tsampler+selfalign+guard_'
+            'seed0_model.decode_head.channels=16' / 'config.py'))
+    assert cfg.model.train_cfg == dict(timesteps='sampler', self_aligned=0.5)
+    assert cfg.model.decode_head.loss_ensemble[0].type == 'CrossEntropyLoss'
+    assert cfg.model.test_cfg.ensemble_weight == 'auto'
+    hook = cfg.custom_hooks[-1]
+    assert hook.type == 'EnsembleWeightHook'
+    assert hook.dataloader.dataset.data_prefix.img_path == 'img_dir/val'
+    refiner = Config.fromfile(
+        str(tmp_path / 'runs' / 'refiner-ce+lovasz_seed0_'
+            'model.decode_head.channels=16' / 'config.py'))
+    assert [loss.type for loss in refiner.model.decode_head.loss_decode
+            ] == ['CrossEntropyLoss', 'LovaszLoss']
     for name in ('per_class_iou', 'reliability', 'miou_vs_steps'):
         png = cv2.imread(str(tmp_path / f'two_{name}.png'))
         assert png is not None and png.shape[0] > 100, name
+
+
+def test_bench_quality_holds_out_training_images_without_a_val_split(tmp_path):
+    """The ensemble weight is never chosen on the test split: without a
+    validation split every fifth training image is held out of the head's
+    training for it."""
+    bench = load_tool('tools/benchmarks/bench_quality.py')
+    layout = FolderLayout(
+        data_root=str(tmp_path),
+        classes=['a', 'b'],
+        splits=dict(train=[f'im{i}' for i in range(10)], test=['t0']))
+    (split, held_file), kept_file = bench.held_out_split(layout, str(tmp_path))
+    held = open(held_file).read().split()
+    kept = open(kept_file).read().split()
+    assert split == 'train' and held == ['im0', 'im5']
+    assert sorted(held + kept) == sorted(layout.splits['train'])
+    assert not set(held) & set(kept)
+    layout.splits['val'] = ['v0']
+    assert bench.held_out_split(layout, str(tmp_path)) == (('val', None), None)
+    head, train_cfg, guard = bench.variant_changes('refiner-ce+lovasz+guard')
+    assert guard and head['type'] == 'E2ERefinerHead'
+    assert [loss['type'] for loss in head['loss_decode']
+            ] == ['CrossEntropyLoss', 'LovaszLoss']
+    assert not bench.known_variant('resensemble+nope')
 
 
 def test_bench_quality_sampler_names():

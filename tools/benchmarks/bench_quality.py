@@ -166,7 +166,9 @@ def parse_args():
         '--variants',
         nargs='+',
         help='shapes: ' + ', '.join(sorted(VARIANTS)) + '; --data-root: ' +
-        ', '.join(FOLDER_VARIANTS))
+        ', '.join(FOLDER_VARIANTS) + ', each optionally followed by '
+        'changes "+C" (e.g. resensemble+ce+tsampler), C one of ' +
+        ', '.join(CHANGES))
     parser.add_argument(
         '--seeds',
         type=int,
@@ -251,11 +253,13 @@ def parse_args():
     if args.variants is None:
         args.variants = ['resensemble'
                          ] if args.data_root else ['cached-sample']
-    known = FOLDER_VARIANTS if args.data_root else VARIANTS
     for variant in args.variants:
-        if variant not in known:
-            parser.error(f'--variants {variant!r} is not one of '
-                         f'{sorted(known)}')
+        if not (known_variant(variant)
+                if args.data_root else variant in VARIANTS):
+            known = (f'{sorted(FOLDER_VARIANTS)}, each optionally with '
+                     f'+changes of {sorted(CHANGES)}'
+                     if args.data_root else f'{sorted(VARIANTS)}')
+            parser.error(f'--variants {variant!r} is not one of {known}')
     if args.data_root:
         args.e2e_iters = args.e2e_iters or 1000
         args.res_iters = args.res_iters or 1000
@@ -406,10 +410,12 @@ E2E_SCHEDULE = 'configs/_base_/schedules/schedule_1k.py'
 RES_BASES = ('configs/_base_/models/resensemble_residual-diffusion.py',
              'configs/_base_/resensemble_runtime.py',
              'configs/_base_/schedules/resensemble_adamw_1k.py')
+#: without a validation split, every this-many-th training image is held
+#: out of the head's training to choose the ensemble weight on
+HOLD_OUT_EVERY = 5
 PRETRAINED = osp.join(
     osp.dirname(ROOT), 'shared', 'weights', 'mobilenet_v2-b0353104.pth')
-# the ResEnsemble head variants: changes of the shipped head, and
-
+# the ResEnsemble head variants: changes of the shipped head
 FOLDER_VARIANTS = {
     'resensemble': dict(),
     # the same head on out-of-fold x̂0 (E2ECacheHook's out_of_fold)
@@ -418,6 +424,50 @@ FOLDER_VARIANTS = {
     'refiner-ce': dict(type='E2ERefinerHead'),
     'plain-ddpm': dict(residual_target=False, condition_on_e2e=False),
 }
+#: the task losses of the ``+ce`` and ``+lovasz`` changes
+CE_LOSS = dict(
+    type='CrossEntropyLoss', loss_name='loss_ce', avg_non_ignore=True)
+LOVASZ_LOSS = dict(
+    type='LovaszLoss', loss_name='loss_lovasz', reduction='none')
+#: changes a variant name adds after ``+`` (``resensemble+ce+tsampler``):
+#: what each sets on the head (``decode_head``) and in ``model.train_cfg``
+CHANGES = {
+    # the task loss on the ensemble (the refiner has it already)
+    'ce': dict(head=dict(loss_ensemble=[CE_LOSS])),
+    # Lovász beside it: on the ensemble, or on the refiner's logits
+    'lovasz': dict(head=dict(loss_ensemble=[CE_LOSS, LOVASZ_LOSS])),
+    # training draws t from the sampler's own steps only
+    'tsampler': dict(train_cfg=dict(timesteps='sampler')),
+    # ... or from the noisiest fifth of the steps
+    'thigh': dict(train_cfg=dict(timesteps=(801, 1000))),
+    # half the batches build x̄t from the head's own first estimate
+    'selfalign': dict(train_cfg=dict(self_aligned=0.5)),
+    # the ensemble weight chosen on held-out images (EnsembleWeightHook)
+    'guard': dict(),
+}
+
+
+def variant_changes(variant: str) -> Tuple[dict, dict, bool]:
+    """The head changes, ``model.train_cfg`` and whether the weight is
+    chosen on held-out images, of a variant name ``base+change+...``."""
+    base, *changes = variant.split('+')
+    head = dict(FOLDER_VARIANTS[base])
+    train_cfg = dict()
+    for change in changes:
+        spec = CHANGES[change]
+        extra = dict(spec.get('head', {}))
+        if head.get('type') == 'E2ERefinerHead' and 'loss_ensemble' in extra:
+            extra = dict(loss_decode=extra.pop('loss_ensemble'))
+        head.update(extra)
+        train_cfg.update(spec.get('train_cfg', {}))
+    return head, train_cfg, 'guard' in changes
+
+
+def known_variant(variant: str) -> bool:
+    """Whether ``variant`` is a base of FOLDER_VARIANTS with changes of
+    CHANGES."""
+    base, *changes = variant.split('+')
+    return base in FOLDER_VARIANTS and all(c in CHANGES for c in changes)
 
 
 def write_config(path: str, bases, **variables) -> Config:
@@ -586,26 +636,69 @@ def resensemble_config(args,
         in_channels=[24, 320],
         in_index=(0, 3),
         num_classes=k)
-    head.update(FOLDER_VARIANTS[variant])
+    changes, train_cfg, guard = variant_changes(variant)
+    head.update(changes)
+    model = dict(e2e=e2e_cfg_file, e2e_checkpoint=e2e_ckpt, decode_head=head)
+    if train_cfg:
+        model['train_cfg'] = train_cfg
+    hooks = [
+        dict(type='ResEnsembleSanityCheckHook'),
+        dict(
+            type='E2ECacheHook', cache_dir=cache_dir, out_of_fold=out_of_fold),
+        dict(type='NonFiniteLossHook'),
+        dict(type='RandomStateHook'),
+    ]
+    ann_file = None
+    if guard:
+        model['test_cfg'] = dict(ensemble_weight='auto')
+        held_out, ann_file = held_out_split(layout, work_dir)
+        hooks.append(
+            dict(
+                type='EnsembleWeightHook',
+                dataloader=dict(
+                    batch_size=1,
+                    num_workers=0,
+                    sampler=dict(type='DefaultSampler', shuffle=False),
+                    dataset=folder_dataset(layout, *held_out, test))))
     cfg = write_config(
         osp.join(work_dir, 'config.py'),
         [osp.join(ROOT, b) for b in RES_BASES],
-        model=dict(
-            e2e=e2e_cfg_file, e2e_checkpoint=e2e_ckpt, decode_head=head),
-        custom_hooks=[
-            dict(type='ResEnsembleSanityCheckHook'),
-            dict(
-                type='E2ECacheHook',
-                cache_dir=cache_dir,
-                out_of_fold=out_of_fold),
-            dict(type='NonFiniteLossHook'),
-            dict(type='RandomStateHook'),
-        ],
-        **folder_data(args, layout, train, test),
+        model=model,
+        custom_hooks=hooks,
+        **folder_data(args, layout, train, test, ann_file),
         work_dir=work_dir,
         **schedule(args.iters, seed, eta_min=1e-5))
     cfg.merge_from_dict(args.cfg_options)
     return cfg
+
+
+def chosen_weight(model) -> Optional[float]:
+    """The ensemble weight EnsembleWeightHook chose, if any."""
+    value = getattr(model.decode_head, 'chosen_ensemble_weight', None)
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def held_out_split(layout, work_dir) -> Tuple[tuple, Optional[str]]:
+    """Where the ensemble weight is chosen: the validation split when the
+    data set has one; else every fifth training image (in name order),
+    which the head then does not train on. Never the test split.
+
+    Returns:
+        tuple: ``(split, ann_file)`` of the held-out images for
+        :func:`folder_dataset`, and the head's training ``ann_file`` (None:
+        all training images).
+    """
+    if 'val' in layout.splits:
+        return ('val', None), None
+    names = layout.splits['train']
+    held = write_split_file(
+        osp.join(work_dir, 'held_out.txt'), names[::HOLD_OUT_EVERY])
+    kept = write_split_file(
+        osp.join(work_dir, 'train.txt'),
+        [n for i, n in enumerate(names) if i % HOLD_OUT_EVERY])
+    return ('train', held), kept
 
 
 def fold_learners(args, layout, work_dir) -> list:
@@ -930,11 +1023,12 @@ def run_folder_suite(args):
             if args.train_only:
                 continue
             model = load_resensemble(rcfg, ckpt)
+            chosen = chosen_weight(model)
             measured = stats()
             counter = score_run(model, loader, k, samplers, subset, measured)
             e2e_counter, e2e_stats = counter, measured
             for name in samplers:
-                extra = {}
+                extra = {} if chosen is None else dict(chosen_weight=chosen)
                 if name == 'ddpm':
                     extra = dict(
                         images=len(subset),

@@ -2,8 +2,9 @@
 """The shared base of the heads that refine the frozen E2E output."""
 import logging
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import torch.nn as nn
 from mmengine.logging import print_log
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.utils import resize
@@ -18,6 +19,34 @@ LEGACY_DENOISER_KEYS = ('num_blocks', 'dilations', 'time_embed_dims')
 #: the denoiser's submodules, which older checkpoints keep on the head
 LEGACY_DENOISER_MODULES = ('cond_proj', 'mask_in', 'time_mlp', 'blocks',
                            'out_norm_act', 'conv_seg')
+
+
+def as_loss_list(losses: Union[nn.Module, nn.ModuleList, None]) -> list:
+    """The losses of a ``loss_*`` argument as a list (one, several or
+    none)."""
+    if losses is None:
+        return []
+    if isinstance(losses, nn.ModuleList):
+        return list(losses)
+    return [losses]
+
+
+def build_losses(
+    cfg: Union[dict, Sequence[dict], None]
+) -> Union[nn.Module, nn.ModuleList, None]:
+    """Build one loss config, or a list of them (as ``BaseDecodeHead``
+    builds ``loss_decode``); None builds nothing.
+
+    Raises:
+        TypeError: Naming ``cfg`` when it is neither.
+    """
+    if cfg is None:
+        return None
+    if isinstance(cfg, dict):
+        return MODELS.build(cfg)
+    if isinstance(cfg, (list, tuple)):
+        return nn.ModuleList([MODELS.build(c) for c in cfg])
+    raise TypeError(f'a loss must be a dict or a list of dicts, got {cfg!r}')
 
 
 class E2EConditionedHead(BaseDecodeHead):
@@ -220,6 +249,40 @@ class E2EConditionedHead(BaseDecodeHead):
             raise ValueError(
                 f'{e}. Label maps with such values: {files}') from e
         return cond, x_hat, onehot, valid
+
+    def task_losses(
+            self, seg_logits: Tensor, batch_data_samples: SampleList,
+            losses: Union[nn.Module, nn.ModuleList]) -> Dict[str, Tensor]:
+        """MMSeg losses of class scores against the label maps, as
+        ``BaseDecodeHead.loss_by_feat``: the scores are resized to the
+        labels' size and each loss is called with the labels (N, H, W) and
+        ``ignore_index``; losses of one ``loss_name`` add up.
+
+        Args:
+            seg_logits (Tensor): Class scores (N, K, h, w) whose softmax is
+                the prediction.
+            batch_data_samples (list[SegDataSample]): With
+                ``gt_sem_seg``.
+            losses (nn.Module | nn.ModuleList): Built MMSeg losses.
+
+        Returns:
+            dict[str, Tensor]: One entry per ``loss_name``.
+        """
+        seg_label = self._stack_batch_gt(batch_data_samples)
+        if tuple(seg_logits.shape[-2:]) != tuple(seg_label.shape[-2:]):
+            seg_logits = resize(
+                seg_logits,
+                size=seg_label.shape[2:],
+                mode='bilinear',
+                align_corners=self.align_corners)
+        seg_label = seg_label.squeeze(1)
+        out: Dict[str, Tensor] = {}
+        for loss in as_loss_list(losses):
+            value = loss(
+                seg_logits.float(), seg_label, ignore_index=self.ignore_index)
+            name = loss.loss_name
+            out[name] = out[name] + value if name in out else value
+        return out
 
     def check_test_cfg(self, test_cfg: ConfigType) -> None:
         """Raise ``ValueError`` naming a bad setting of ``test_cfg``; the

@@ -19,13 +19,14 @@ class E2ERefinerHead(E2EConditionedHead):
     condition (frozen E2E features and x̂0), same denoiser and training
     budget, but no noise, no steps and no ensemble: it predicts class
     logits once (the noisy-sample input is zeros and the step is 0), and
-    the loss (``loss_decode``, cross-entropy) is taken with the
-    (area-averaged) one-hot ground truth over labelled pixels.
+    the loss (``loss_decode``, cross-entropy by default, or a list of MMSeg
+    losses) is taken of the logits resized to the label maps, as MMSeg's
+    decode heads do.
     ``test_cfg``'s sampler keys are ignored; ``uncertainty`` is zero.
 
     Args:
-        loss_decode (dict): Defaults to MMSeg's ``CrossEntropyLoss``
-            (soft labels).
+        loss_decode (dict | list[dict]): Defaults to MMSeg's
+            ``CrossEntropyLoss``.
         diffusion (dict, optional): Ignored, as ``residual_target`` and
             ``prediction_type``: accepted so that a diffusion head's config
             becomes the refiner's by its ``type`` alone.
@@ -34,7 +35,9 @@ class E2ERefinerHead(E2EConditionedHead):
 
     def __init__(self,
                  loss_decode: ConfigType = dict(
-                     type='CrossEntropyLoss', loss_name='loss_ce'),
+                     type='CrossEntropyLoss',
+                     loss_name='loss_ce',
+                     avg_non_ignore=True),
                  diffusion: Optional[dict] = None,
                  residual_target: Optional[bool] = None,
                  prediction_type: Optional[str] = None,
@@ -50,17 +53,14 @@ class E2ERefinerHead(E2EConditionedHead):
     def loss(self, inputs: List[Tensor], e2e_probs: Tensor,
              batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
-        """Cross-entropy of the logits and the soft one-hot ground truth,
-        averaged over labelled pixels."""
-        cond, x_hat, onehot, valid = self.training_maps(
-            inputs, e2e_probs, batch_data_samples)
-        weight = valid.squeeze(1).float()
-        loss = self.loss_decode(
-            self._logits(cond, x_hat).float(),
-            onehot,
-            weight=weight,
-            avg_factor=weight.sum().clamp(min=1.))
-        return {self.loss_decode.loss_name: loss}
+        """``loss_decode`` (one MMSeg loss or a list) of the logits against
+        the label maps, as MMSeg's decode heads
+        (:meth:`E2EConditionedHead.task_losses`)."""
+        seg_label = self._stack_batch_gt(batch_data_samples)
+        cond = self.encode_condition(inputs, seg_label.shape[-2:])
+        x_hat = self.encode_e2e(e2e_probs, cond.shape[-2:])
+        return self.task_losses(
+            self._logits(cond, x_hat), batch_data_samples, self.loss_decode)
 
     def predict(self, inputs: List[Tensor], e2e_probs: Tensor,
                 input_size: Sequence[int],

@@ -74,7 +74,10 @@ class ResEnsembleSegmentor(BaseSegmentor):
             randomly initialised frozen E2E learner, which
             :class:`ResEnsembleSanityCheckHook` refuses otherwise. For
             tests only. Defaults to False.
-        train_cfg (dict, optional): Unused by the method; kept for MMSeg.
+        train_cfg (dict, optional): The head's training keys
+            (``timesteps``, ``self_aligned``; see
+            :meth:`ResidualDiffusionHead.training_settings`); missing ones
+            are Algorithm 1's.
         test_cfg (dict, optional): ``mode`` ('whole' | 'slide', with
             ``crop_size`` and ``stride``), ``sampler`` ('ddpm' runs all T
             steps as the paper; 'ddim' is the fast path), ``num_steps``,
@@ -157,6 +160,10 @@ class ResEnsembleSegmentor(BaseSegmentor):
             self.test_cfg.update(e2e_test_mode(e2e_cfg))
         self.test_cfg.update(test_cfg or {})
         self._check_test_cfg()
+        # the head reads and checks its training keys once, here
+        settings = getattr(self.decode_head, 'training_settings', None)
+        self.head_train_cfg = (
+            settings(train_cfg, self.test_cfg) if settings else train_cfg)
 
     # ------------------------------------------------------------------
     # the frozen E2E learner
@@ -372,7 +379,8 @@ class ResEnsembleSegmentor(BaseSegmentor):
                                        [ds.metainfo for ds in data_samples],
                                        feats)
         losses = self.decode_head.loss(
-            feature_levels(feats), e2e_probs, data_samples, self.train_cfg)
+            feature_levels(feats), e2e_probs, data_samples,
+            self.head_train_cfg)
         return add_prefix(losses, 'decode')
 
     # ------------------------------------------------------------------
