@@ -659,7 +659,8 @@ def resensemble_config(args,
                     batch_size=1,
                     num_workers=0,
                     sampler=dict(type='DefaultSampler', shuffle=False),
-                    dataset=folder_dataset(layout, *held_out, test))))
+                    dataset=folder_dataset(layout, held_out[0], test,
+                                           held_out[1]))))
     cfg = write_config(
         osp.join(work_dir, 'config.py'),
         [osp.join(ROOT, b) for b in RES_BASES],
