@@ -5,14 +5,14 @@ Equation numbers without a citation refer to the ResEnsemble-DDPM paper
 (Shi, Dong et al. 2023); the DDIM update follows Song et al. 2021, Eq. 12.
 Timesteps are 0-based: index ``t`` is the paper's timestep ``t + 1``.
 """
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .defaults import DIFFUSION, SAMPLING
-from .samplers import SAMPLERS, StepOutput
+from .samplers import SAMPLERS
 from .schedules import get_beta_schedule
 
 # what the network predicts: the noise (Ho et al. 2020; the paper), x_0
@@ -65,10 +65,12 @@ def _extract_into_tensor(
 class GaussianDiffusion(nn.Module):
     """Gaussian diffusion of Ho et al. 2020 as used by ResEnsemble-DDPM.
 
-    Network-free: an ``nn.Module`` only so that its schedule follows the
-    model to its device. The schedule is computed once in float64 and kept
-    as tensors of shape ``(T,)`` (not in the state dict): ``model.cuda()``
-    moves them, and every gather happens on the device.
+    Network-free: an ``nn.Module`` only so that it sits in the model's
+    tree. The schedule is computed once in float64 and kept on the host as
+    tensors of shape ``(T,)`` (neither parameters nor buffers: no state
+    dict entry, no DDP broadcast, no cast by ``model.half()``); a gather
+    at steps on a device uses a copy made there once
+    (:meth:`schedule_on`), and one int step reads a host scalar.
     Coefficients are cast to the input's dtype at use. The denoising
     network is never called except through the ``model_fn`` callback of
     :meth:`sample`; the update of each sampler lives in
@@ -124,7 +126,8 @@ class GaussianDiffusion(nn.Module):
             sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod - 1.0),
             sqrt_recip_alphas=np.sqrt(1.0 / alphas),
             posterior_variance=posterior_variance)
-        self._schedule_names = tuple(schedule)
+        # schedule_on's copies per device
+        self._device_copies: Dict[torch.device, Dict[int, torch.Tensor]] = {}
         for name, arr in schedule.items():
             setattr(self, name,
                     torch.from_numpy(np.ascontiguousarray(arr, np.float64)))
@@ -134,15 +137,18 @@ class GaussianDiffusion(nn.Module):
                 f'{self.num_timesteps}, beta_schedule={self.beta_schedule!r}, '
                 f'prediction_type={self.prediction_type!r})')
 
-    def _apply(self, fn, *args, **kwargs):
-        # the schedule follows the module's device (``model.cuda()``) but
-        # stays float64 whatever the model is cast to (``model.half()``);
-        # it is no buffer, so neither the state dict nor DDP's buffer
-        # broadcast carries it
-        device = fn(self.betas.new_zeros(())).device
-        for name in self._schedule_names:
-            setattr(self, name, getattr(self, name).to(device))
-        return super()._apply(fn, *args, **kwargs)
+    def schedule_on(self, arr: torch.Tensor,
+                    device: torch.device) -> torch.Tensor:
+        """The schedule ``arr`` (one of this module's float64 ``(T,)``
+        tensors, kept on the host) on ``device``: copied once per device and
+        kept, so that every later gather happens there without a copy."""
+        device = torch.device(device)
+        if arr.device == device:
+            return arr
+        cache = self._device_copies.setdefault(device, {})
+        if id(arr) not in cache:
+            cache[id(arr)] = arr.to(device)
+        return cache[id(arr)]
 
     def _coef(self, arr: torch.Tensor, t: Union[int, torch.Tensor],
               x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +156,8 @@ class GaussianDiffusion(nn.Module):
         gathered and broadcast to ``x``'s shape and dtype."""
         if isinstance(t, int):
             return arr[t]
-        return _extract_into_tensor(arr, t, x.shape, dtype=x.dtype)
+        return _extract_into_tensor(
+            self.schedule_on(arr, t.device), t, x.shape, dtype=x.dtype)
 
     # ------------------------------------------------------------------
     # Forward process and x_0 prediction
@@ -316,42 +323,6 @@ class GaussianDiffusion(nn.Module):
     # ------------------------------------------------------------------
     # Reverse process
     # ------------------------------------------------------------------
-    def step(self,
-             sampler: str,
-             model_output: torch.Tensor,
-             t: int,
-             t_prev: int,
-             x_t: torch.Tensor,
-             *,
-             eta: float = 0.0,
-             noise: Optional[torch.Tensor] = None,
-             clip_denoised: Optional[float] = None) -> StepOutput:
-        """One reverse step of ``sampler``
-        (:meth:`~.samplers.Sampler.step`).
-
-        Args:
-            sampler (str): A key of :data:`~.samplers.SAMPLERS`.
-            model_output (Tensor): The network's output at ``(x_t, t)``.
-            t (int): Current 0-based step.
-            t_prev (int): Next 0-based step (``-1``: the end).
-            x_t (Tensor): Current sample ``(N, C, H, W)``.
-            eta (float): DDIM stochasticity.
-            noise (Tensor, optional): ``z``; drawn if None and needed.
-            clip_denoised (float, optional): Clip the predicted ``x_0``.
-
-        Returns:
-            StepOutput: ``prev_sample``, ``pred_x0`` and ``pred_eps``.
-        """
-        return self._sampler(sampler).step(
-            self,
-            model_output,
-            t,
-            t_prev,
-            x_t,
-            eta=eta,
-            noise=noise,
-            clip_denoised=clip_denoised)
-
     @staticmethod
     def _sampler(name: str, prefix: str = ''):
         if name not in SAMPLERS:

@@ -65,20 +65,23 @@ def test_schedule_attributes():
 
 
 def test_schedule_follows_the_device_and_stays_float64():
-    """The schedule moves with the module (no host-side gather), is in
-    neither the state dict nor the buffers (DDP would broadcast them), and
-    stays float64 when the model is cast."""
-    d = GaussianDiffusion(num_timesteps=10)
+    """The schedule is in neither the state dict nor the buffers (DDP would
+    broadcast them) and stays float64 when the model is cast; a gather on a
+    device uses one copy made there (no host-side gather)."""
+    d = GaussianDiffusion(num_timesteps=10, check_args=False)
     assert dict(d.state_dict()) == {} and list(d.buffers()) == []
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), d).half()
     assert model[0].weight.dtype == torch.float16
     assert d.betas.dtype == torch.float64
-    if torch.cuda.is_available():
-        model.cuda()
-        assert d.alphas_cumprod.device.type == 'cuda'
-        x = torch.zeros(2, 1, 2, 2, device='cuda')
-        t = torch.tensor([0, 9], device='cuda')
-        assert d.q_sample(x, t, x).device.type == 'cuda'
+    devices = ['meta'] + (['cuda'] if torch.cuda.is_available() else [])
+    for device in devices:
+        copy = d.schedule_on(d.alphas_cumprod, device)
+        assert copy.device.type == device and copy.dtype == torch.float64
+        assert d.schedule_on(d.alphas_cumprod, device) is copy
+        x = torch.zeros(2, 1, 2, 2, device=device)
+        t = torch.tensor([0, 9], device=device)
+        assert d.q_sample(x, t, x).device.type == device
+    assert d.schedule_on(d.betas, 'cpu') is d.betas
 
 
 def test_extract_into_tensor():

@@ -13,6 +13,7 @@ from mmseg.models.decode_heads import Mask2FormerHead, MaskFormerHead
 from mmseg.models.segmentors.base import BaseSegmentor
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
                          OptSampleList, SampleList, add_prefix)
 from torch import Tensor
@@ -337,14 +338,6 @@ class ResEnsembleSegmentor(BaseSegmentor):
         probs = self.seg_logits_to_probs(seg_logits)
         return (probs, seg_logits) if return_logits else probs
 
-    def e2e_pred(self, seg_logits: Tensor) -> Tensor:
-        """The E2E learner's labels (1, H, W) from its output (C, H, W), as
-        its ``postprocess_result``: the arg-max, or for one sigmoid
-        channel p > the head's ``threshold`` (MMSeg's default 0.3)."""
-        if seg_logits.shape[0] == 1:
-            return (seg_logits.sigmoid() > self.e2e_last_head.threshold).long()
-        return seg_logits.argmax(dim=0, keepdim=True)
-
     @staticmethod
     def cached_probs(data_samples: OptSampleList,
                      size: torch.Size) -> Optional[Tensor]:
@@ -510,55 +503,36 @@ class ResEnsembleSegmentor(BaseSegmentor):
         else:
             batch_img_metas = self.default_img_metas(inputs)
         maps = self.inference(inputs, batch_img_metas)
-        results = self.postprocess_result(maps['probs'].clamp(min=1e-6).log(),
-                                          data_samples)
-        for i, result in enumerate(results):
-            meta = data_samples[i].metainfo if data_samples else None
-            e2e = self._restore(maps['e2e_logits'][i], meta,
-                                self.e2e.align_corners)
-            e2e_pred = self.e2e_pred(e2e)
-            if e2e.shape[0] == 1:  # as MMSeg stores a sigmoid output
-                e2e = e2e.sigmoid()
+        # MMSeg's post-processing (padding, flip, resize to the original
+        # size) of the ensemble and, in the same call, of the uncertainty
+        # (one channel alone would go through a sigmoid)
+        log_probs = maps['probs'].clamp(min=1e-6).log()
+        results = self.postprocess_result(
+            torch.cat([log_probs, maps['uncertainty']], dim=1), data_samples)
+        # the E2E learner's maps through its own post-processing (its
+        # align_corners; a sigmoid and its threshold for one channel)
+        e2e = self.e2e.postprocess_result(maps['e2e_logits'],
+                                          self.metainfo_copies(data_samples))
+        k = log_probs.shape[1]
+        for result, e2e_result in zip(results, e2e):
+            seg_logits, uncertainty = result.seg_logits.data.split([k, 1])
             result.set_data(
                 dict(
-                    e2e_seg_logits=PixelData(data=e2e),
-                    e2e_pred_sem_seg=PixelData(data=e2e_pred),
-                    uncertainty=PixelData(
-                        data=self._restore(maps['uncertainty'][i], meta,
-                                           self.align_corners))))
+                    seg_logits=PixelData(data=seg_logits),
+                    pred_sem_seg=PixelData(
+                        data=seg_logits.argmax(dim=0, keepdim=True)),
+                    e2e_seg_logits=e2e_result.seg_logits,
+                    e2e_pred_sem_seg=e2e_result.pred_sem_seg,
+                    uncertainty=PixelData(data=uncertainty)))
         return results
 
     @staticmethod
-    def _restore(seg_map: Tensor, img_meta: Optional[dict],
-                 align_corners: bool) -> Tensor:
-        """Undo padding and flip and resize to ``ori_shape``, as
-        :meth:`postprocess_result` does with ``seg_logits``.
-
-        Args:
-            seg_map (Tensor): (C, H, W) at the network input.
-            img_meta (dict, optional): The sample's metainfo.
-            align_corners (bool): Of the resize (the E2E learner's for its
-                maps, as its own post-processing).
-
-        Returns:
-            Tensor: (C, H0, W0) at the original image size.
-        """
-        if img_meta is None:
-            return seg_map
-        H, W = seg_map.shape[-2:]
-        left, right, top, bottom = img_meta.get(
-            'img_padding_size', img_meta.get('padding_size', [0] * 4))
-        seg_map = seg_map[None, :, top:H - bottom, left:W - right]
-        if img_meta.get('flip', False):
-            direction = img_meta.get('flip_direction')
-            seg_map = seg_map.flip(
-                dims=(3, ) if direction == 'horizontal' else (2, ))
-        return resize(
-            seg_map,
-            size=img_meta['ori_shape'],
-            mode='bilinear',
-            align_corners=align_corners,
-            warning=False).squeeze(0)
+    def metainfo_copies(data_samples: OptSampleList) -> OptSampleList:
+        """Fresh data samples with the metainfo of ``data_samples`` (None
+        stays None: MMSeg's post-processing then keeps the input size)."""
+        if data_samples is None:
+            return None
+        return [SegDataSample(metainfo=ds.metainfo) for ds in data_samples]
 
     def _forward(self,
                  inputs: Tensor,
