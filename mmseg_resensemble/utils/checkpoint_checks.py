@@ -9,6 +9,7 @@ import glob
 import logging
 import os
 import os.path as osp
+import re
 from typing import Optional
 
 import torch.nn as nn
@@ -18,8 +19,38 @@ from mmengine.runner import CheckpointLoader, find_latest_checkpoint
 
 __all__ = [
     'read_checkpoint', 'check_checkpoint_covers_model',
-    'find_resumable_checkpoint'
+    'find_resumable_checkpoint', 'checkpoint_state_dict', 'REVISE_KEYS'
 ]
+
+#: prefixes written by model wrappers (DDP's ``module.``), stripped as
+#: mmengine's ``load_checkpoint(revise_keys=...)`` does
+REVISE_KEYS = [(r'^module\.', '')]
+
+
+def checkpoint_state_dict(checkpoint: dict) -> dict:
+    """The weights of a checkpoint (its ``state_dict``, or the dict
+    itself), wrapper prefixes (:data:`REVISE_KEYS`) stripped."""
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(state_dict, dict):
+        raise ValueError('the checkpoint holds no state dict')
+    revised = {}
+    for key, value in state_dict.items():
+        for pattern, repl in REVISE_KEYS:
+            key = re.sub(pattern, repl, key)
+        revised[key] = value
+    return revised
+
+
+def optional_state_keys(model: nn.Module) -> set:
+    """State-dict keys the model fills itself when a checkpoint lacks
+    them: those named by a submodule's ``optional_state_keys`` (e.g. the
+    ensemble weight chosen after training, absent from older
+    checkpoints)."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        for name in getattr(module, 'optional_state_keys', ()):
+            keys.add(f'{prefix}.{name}' if prefix else name)
+    return keys
 
 
 def read_checkpoint(filename: str) -> dict:
@@ -66,11 +97,7 @@ def check_checkpoint_covers_model(model: nn.Module, checkpoint: dict,
     while is_model_wrapper(model) or isinstance(
             getattr(model, 'module', None), nn.Module):
         model = model.module
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    keys = {
-        k[len('module.'):] if k.startswith('module.') else k
-        for k in state_dict
-    }
+    keys = set(checkpoint_state_dict(checkpoint)) | optional_state_keys(model)
     own = list(model.state_dict())
     missing = [k for k in own if k not in keys]
     if missing:

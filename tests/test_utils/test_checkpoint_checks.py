@@ -93,3 +93,32 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(
     with pytest.raises(ValueError, match='no checkpoint in') as info:
         find_resumable_checkpoint(work_dir)
     assert all(p in str(info.value) for p in (first, second, third))
+
+
+def test_keys_a_module_fills_itself_may_be_absent():
+    """A checkpoint written before the ensemble weight was chosen and
+    stored (``decode_head.chosen_ensemble_weight``) still covers the
+    model; a DDP ``module.`` prefix is stripped."""
+
+    class Head(nn.Module):
+        optional_state_keys = ('chosen', )
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+            self.register_buffer('chosen', torch.tensor(float('nan')))
+
+    model = nn.Sequential()
+    model.add_module('decode_head', Head())
+    state = {
+        f'module.{k}': v
+        for k, v in model.state_dict().items() if 'chosen' not in k
+    }
+    check_checkpoint_covers_model(model, dict(state_dict=state), 'old.pth')
+    assert set(
+        checkpoint_checks.checkpoint_state_dict(dict(state_dict=state))) == {
+            'decode_head.conv.weight', 'decode_head.conv.bias'
+        }
+    del state['module.decode_head.conv.bias']
+    with pytest.raises(ValueError, match='decode_head.conv.bias'):
+        check_checkpoint_covers_model(model, dict(state_dict=state), 'old.pth')

@@ -30,6 +30,7 @@ from ...datasets.e2e_cache_store import (E2ECacheError, E2ECacheStore,
                                          fingerprint_digest, state_dict_sha256)
 from ...datasets.transforms import LoadE2ECache
 from ...models.segmentors import ResEnsembleSegmentor
+from ...utils.checkpoint_checks import REVISE_KEYS
 from ...utils.e2e_cache_dir import config_type_name
 
 __all__ = ['E2ECacheHook', 'build_e2e_cache']
@@ -562,7 +563,7 @@ class E2ECacheHook(Hook):
                 map_location='cpu',
                 strict=True,
                 logger='current',
-                revise_keys=[(r'^module\.', '')])
+                revise_keys=REVISE_KEYS)
             yield
         finally:
             model.e2e.load_state_dict(own)

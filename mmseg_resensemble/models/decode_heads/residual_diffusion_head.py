@@ -126,6 +126,9 @@ class ResidualDiffusionHead(E2EConditionedHead):
             ``num_classes``, ``in_index``, ...).
     """
 
+    #: state-dict keys older checkpoints lack (the head fills them)
+    optional_state_keys = ('chosen_ensemble_weight', )
+
     def __init__(self,
                  residual_target: bool = True,
                  diffusion: ConfigType = dict(),

@@ -3,7 +3,6 @@
 import copy
 import logging
 import os.path as osp
-import re
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -11,14 +10,14 @@ import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.hub import get_config
 from mmengine.logging import print_log
-from mmengine.runner import CheckpointLoader
 from mmengine.utils import import_modules_from_strings
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from torch import Tensor
 
-# as mmengine's load_checkpoint(revise_keys=...): DDP's prefix
-REVISE_KEYS = [(r'^module\.', '')]
+from mmseg_resensemble.utils.checkpoint_checks import (checkpoint_state_dict,
+                                                       read_checkpoint)
+
 E2E_TYPES_HINT = ('an MMSeg segmentor config file (a path, or a model-zoo '
                   "config such as 'mmseg::fcn/fcn_r50-d8_4xb2-40k_"
                   "cityscapes-512x1024.py') or a model dict")
@@ -59,12 +58,6 @@ def load_e2e_config(e2e: Union[str, dict]) -> ConfigDict:
     raise TypeError(f'e2e must be {E2E_TYPES_HINT}, got {type(e2e)}')
 
 
-def _revise_key(key: str) -> str:
-    for pattern, repl in REVISE_KEYS:
-        key = re.sub(pattern, repl, key)
-    return key
-
-
 def is_absent_file(filename: str) -> bool:
     """Whether ``filename`` names a local file that does not exist (a URL
     or other checkpoint-loader prefix such as ``s3://`` never is)."""
@@ -87,17 +80,9 @@ def load_e2e_checkpoint(model: nn.Module,
     if is_absent_file(filename):
         raise FileNotFoundError(f'e2e_checkpoint {filename!r} does not exist')
     try:
-        checkpoint = CheckpointLoader.load_checkpoint(
-            filename, map_location='cpu')
-    except Exception as e:  # unreadable file, bad pickle, network, ...
-        raise ValueError(
-            f'e2e_checkpoint {filename!r} could not be read: {e}') from e
-    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(
-        checkpoint, dict) else None
-    if not isinstance(state_dict, dict):
-        raise ValueError(f'e2e_checkpoint {filename!r} holds no state dict')
-    # strip prefixes written by DDP wrappers (mmengine's revise_keys)
-    state_dict = {_revise_key(k): v for k, v in state_dict.items()}
+        state_dict = checkpoint_state_dict(read_checkpoint(filename))
+    except ValueError as e:
+        raise ValueError(f'e2e_checkpoint: {e}') from e
     own = model.state_dict()
     shape_errors = [
         f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
