@@ -258,9 +258,10 @@ class ResidualDiffusionHead(E2EConditionedHead):
         t = settings.timesteps.draw(x0.shape[0], x0.device)
         noise = torch.randn_like(x_start)
         source = x_start
-        # a host draw (no device synchronisation), only when asked for
-        if settings.self_aligned > 0 and float(torch.rand(
-            ())) < settings.self_aligned:
+        aligned = settings.self_aligned > 0
+        if aligned:  # a host draw (no device synchronisation)
+            aligned = float(torch.rand(())) < settings.self_aligned
+        if aligned:
             source = self.first_estimate(cond, x_hat, x_start,
                                          settings.first_step)
         x_t = self.diffusion.q_sample(source, t, noise)
