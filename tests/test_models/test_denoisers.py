@@ -93,7 +93,7 @@ def test_old_head_state_dict_loads():
     result = dst.load_state_dict(old, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     for k, v in src.state_dict().items():
-        assert torch.allclose(dst.state_dict()[k], v, equal_nan=True), k
+        assert torch.equal(dst.state_dict()[k], v), k
 
 
 def test_old_segmentor_checkpoint_loads_with_mmengine(tmp_path):

@@ -676,7 +676,7 @@ def resensemble_config(args,
 def chosen_weight(model) -> Optional[float]:
     """The ensemble weight EnsembleWeightHook chose, if any."""
     value = getattr(model.decode_head, 'chosen_ensemble_weight', None)
-    if value is None or not math.isfinite(float(value)):
+    if value is None or float(value) < 0:  # none chosen
         return None
     return float(value)
 

@@ -36,6 +36,9 @@ TEST_CFG_DEFAULTS = dict(
 TRAIN_CFG_DEFAULTS = dict(TRAINING)
 #: the ensemble weight before one is chosen (Eq. 15)
 EQ15_WEIGHT = 0.5
+#: ``chosen_ensemble_weight`` before a weight is chosen (weights lie in
+#: [0, 1])
+NONE_CHOSEN = -1.0
 #: the smallest probability the task loss sees (log 1e-4 = -9.2)
 MIN_PROB = 1e-4
 
@@ -148,17 +151,17 @@ class ResidualDiffusionHead(E2EConditionedHead):
         diffusion.setdefault('check_args', bool(self.debug))
         self.diffusion = GaussianDiffusion(**diffusion)
         self.loss_ensemble = build_losses(loss_ensemble)
-        # the weight EnsembleWeightHook chose (NaN: none yet), saved with
-        # the checkpoint; test_cfg.ensemble_weight='auto' reads it
+        # the weight EnsembleWeightHook chose (NONE_CHOSEN: none yet),
+        # saved with the checkpoint; test_cfg.ensemble_weight='auto' reads it
         self.register_buffer('chosen_ensemble_weight',
-                             torch.tensor(float('nan')))
+                             torch.tensor(NONE_CHOSEN))
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
                               **kwargs) -> None:
         """Checkpoints from before the weight was chosen load as 'none
         chosen'."""
         state_dict.setdefault(f'{prefix}chosen_ensemble_weight',
-                              torch.tensor(float('nan')))
+                              torch.tensor(NONE_CHOSEN))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -484,6 +487,5 @@ class ResidualDiffusionHead(E2EConditionedHead):
         if weight != 'auto':
             return float(weight)
         chosen = self.chosen_ensemble_weight
-        return torch.where(
-            torch.isnan(chosen), torch.full_like(chosen, EQ15_WEIGHT),
-            chosen).float()
+        return torch.where(chosen < 0, torch.full_like(chosen, EQ15_WEIGHT),
+                           chosen).float()
