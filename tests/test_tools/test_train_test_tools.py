@@ -131,8 +131,10 @@ def test_train_and_test_resensemble(res_run, data_root):
         # the frozen E2E weights travel inside the ResEnsemble checkpoint
         assert torch.equal(ckpt['state_dict'][f'e2e.{k}'], v), k
     # the frozen E2E learner is absent from the optimizer
+    # (the chosen ensemble weight is a buffer, not a parameter)
     n_trainable = sum(1 for k in ckpt['state_dict']
-                      if k.startswith('decode_head.'))
+                      if k.startswith('decode_head.')
+                      and k != 'decode_head.chosen_ensemble_weight')
     n_optim = sum(len(g['params']) for g in ckpt['optimizer']['param_groups'])
     assert n_optim == n_trainable
     # testing needs no E2E checkpoint: its weights come from the ResEnsemble
