@@ -305,20 +305,34 @@ class GaussianDiffusion(nn.Module):
             tuple[Tensor, Tensor]: ``x_0`` and ``eps``, each with ``x_t``'s
             shape and dtype.
         """
+        x0 = self.predict_start(
+            model_output, x_t, t, clip_denoised=clip_denoised)
+        if self.prediction_type == 'epsilon' and clip_denoised is None:
+            return x0, model_output.to(x_t.dtype)
+        return x0, self.predict_eps_from_xstart(x_t, t, x0)
+
+    def predict_start(self,
+                      model_output: torch.Tensor,
+                      x_t: torch.Tensor,
+                      t: Union[int, torch.Tensor],
+                      *,
+                      clip_denoised: Optional[float] = None) -> torch.Tensor:
+        """The ``x_0`` of a network output, read by ``prediction_type``
+        (the ``x_0`` half of :meth:`predict_start_and_eps`, without
+        deriving the noise), clipped to ``[-c, c]`` with ``clip_denoised``.
+        """
         out = model_output.to(x_t.dtype)
         if self.prediction_type == 'epsilon':
-            x0, eps = self.predict_xstart_from_eps(x_t, t, out), out
+            x0 = self.predict_xstart_from_eps(x_t, t, out)
         elif self.prediction_type == 'sample':
-            x0, eps = out, None
+            x0 = out
         else:  # v: x_0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v
-            x0, eps = (self._coef(self.sqrt_alphas_cumprod, t, x_t) * x_t -
-                       self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_t) *
-                       out), None
+            x0 = (
+                self._coef(self.sqrt_alphas_cumprod, t, x_t) * x_t -
+                self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_t) * out)
         if clip_denoised is not None:
-            x0, eps = x0.clamp(-clip_denoised, clip_denoised), None
-        if eps is None:
-            eps = self.predict_eps_from_xstart(x_t, t, x0)
-        return x0, eps
+            x0 = x0.clamp(-clip_denoised, clip_denoised)
+        return x0
 
     # ------------------------------------------------------------------
     # Reverse process

@@ -6,7 +6,7 @@ only ever shows the network the inputs of its own steps (one DDIM step
 from pure noise: t = T alone), so training may draw from those steps, or
 from a range of steps, instead.
 """
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -46,10 +46,8 @@ class TrainingTimesteps:
                 raise ValueError(
                     f'{prefix}timesteps must be one of {TIMESTEP_CHOICES} or '
                     f'a pair (lo, hi) of steps in [1, {T}], got {spec!r}')
-            if spec == 'uniform':
-                steps = None
-                lo, hi = 0, T - 1
-            else:
+            steps, lo, hi = None, 0, T - 1
+            if spec == 'sampler':
                 if not sampler_steps:
                     raise ValueError(f"{prefix}timesteps='sampler' needs the "
                                      "sampler's steps")
@@ -57,7 +55,6 @@ class TrainingTimesteps:
                 if steps[0] < 0 or steps[-1] >= T:
                     raise ValueError(f'sampler steps must lie in [0, {T - 1}]'
                                      f', got {steps}')
-                lo, hi = steps[0], steps[-1]
         else:
             pair = list(spec) if isinstance(spec, (list, tuple)) else None
             if (pair is None or len(pair) != 2 or any(
@@ -74,6 +71,8 @@ class TrainingTimesteps:
         self.num_timesteps = T
         self.steps = steps
         self.low, self.high = lo, hi
+        # the steps as a tensor, made once per device
+        self._steps_on: Dict[torch.device, torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}({self.spec!r}, '
@@ -104,4 +103,7 @@ class TrainingTimesteps:
             len(self.steps), (batch_size, ),
             device=device,
             generator=generator)
-        return torch.tensor(self.steps, device=device)[index]
+        device = torch.device(device)
+        if device not in self._steps_on:
+            self._steps_on[device] = torch.tensor(self.steps, device=device)
+        return self._steps_on[device][index]

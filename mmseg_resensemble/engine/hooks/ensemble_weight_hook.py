@@ -42,7 +42,13 @@ def ensemble_weight_scores(model: torch.nn.Module, dataloader: DataLoader,
     """
     k = model.num_classes
     ignore_index = model.decode_head.ignore_index
-    counts = torch.zeros(len(weights), 2, k, dtype=torch.float64)
+    # intersections and unions per weight, kept on the model's device
+    counts = torch.zeros(
+        len(weights),
+        2,
+        k,
+        dtype=torch.float64,
+        device=model.decode_head.chosen_ensemble_weight.device)
     training = model.training
     test_cfg = dict(model.test_cfg)
     model.eval()
@@ -56,26 +62,24 @@ def ensemble_weight_scores(model: torch.nn.Module, dataloader: DataLoader,
             # both parts at once through MMSeg's post-processing
             parts = torch.cat([maps['sample_probs'], maps['e2e_head_probs']],
                               dim=1)
-            restored = model.postprocess_result(parts, [
-                type(s)(metainfo=s.metainfo, gt_sem_seg=s.gt_sem_seg)
-                for s in samples
-            ])
-            for result in restored:
+            restored = model.postprocess_result(parts,
+                                                model.metainfo_copies(samples))
+            for result, sample in zip(restored, samples):
                 sample_probs, e2e_probs = result.seg_logits.data.split(k)
-                label = result.gt_sem_seg.data.squeeze(0).to(
-                    sample_probs.device)
+                label = sample.gt_sem_seg.data.squeeze(0).to(counts.device)
                 for i, w in enumerate(weights):
                     pred = (w * sample_probs +
                             (1 - w) * e2e_probs).argmax(dim=0)
                     inter, union, _, _ = IoUMetric.intersect_and_union(
                         pred, label, k, ignore_index)
-                    counts[i, 0] += inter.double().cpu()
-                    counts[i, 1] += union.double().cpu()
+                    counts[i, 0] += inter
+                    counts[i, 1] += union
     finally:
         model.test_cfg.clear()
         model.test_cfg.update(test_cfg)
         model.train(training)
     all_reduce(counts)
+    counts = counts.cpu()
     iou = counts[:, 0] / counts[:, 1]
     miou = np.nanmean(iou.numpy(), axis=1) * 100
     return {float(w): float(m) for w, m in zip(weights, miou)}
@@ -128,7 +132,8 @@ class EnsembleWeightHook(Hook):
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         head = model.decode_head
-        if not hasattr(head, 'chosen_ensemble_weight'):
+        # a refiner, or a head without the residual target, has no ensemble
+        if not getattr(head, 'residual_target', False):
             return
         fixed = model.test_cfg.get('ensemble_weight', 'auto')
         if fixed != 'auto':

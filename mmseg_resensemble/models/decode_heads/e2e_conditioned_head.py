@@ -31,6 +31,12 @@ def as_loss_list(losses: Union[nn.Module, nn.ModuleList, None]) -> list:
     return [losses]
 
 
+def add_loss(losses: Dict[str, Tensor], name: str, value: Tensor) -> None:
+    """Add ``value`` to ``losses[name]`` (losses of one ``loss_name`` add
+    up, as in MMSeg's ``loss_by_feat``)."""
+    losses[name] = losses[name] + value if name in losses else value
+
+
 def build_losses(
     cfg: Union[dict, Sequence[dict], None]
 ) -> Union[nn.Module, nn.ModuleList, None]:
@@ -278,10 +284,12 @@ class E2EConditionedHead(BaseDecodeHead):
         seg_label = seg_label.squeeze(1)
         out: Dict[str, Tensor] = {}
         for loss in as_loss_list(losses):
-            value = loss(
-                seg_logits.float(), seg_label, ignore_index=self.ignore_index)
-            name = loss.loss_name
-            out[name] = out[name] + value if name in out else value
+            add_loss(
+                out, loss.loss_name,
+                loss(
+                    seg_logits.float(),
+                    seg_label,
+                    ignore_index=self.ignore_index))
         return out
 
     def check_test_cfg(self, test_cfg: ConfigType) -> None:

@@ -56,8 +56,9 @@ class E2ERefinerHead(E2EConditionedHead):
         """``loss_decode`` (one MMSeg loss or a list) of the logits against
         the label maps, as MMSeg's decode heads
         (:meth:`E2EConditionedHead.task_losses`)."""
-        seg_label = self._stack_batch_gt(batch_data_samples)
-        cond = self.encode_condition(inputs, seg_label.shape[-2:])
+        # the input size, the labels' (task_losses stacks them)
+        size = batch_data_samples[0].gt_sem_seg.shape
+        cond = self.encode_condition(inputs, size)
         x_hat = self.encode_e2e(e2e_probs, cond.shape[-2:])
         return self.task_losses(
             self._logits(cond, x_hat), batch_data_samples, self.loss_decode)

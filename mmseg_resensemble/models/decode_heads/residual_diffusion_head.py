@@ -13,7 +13,7 @@ from torch import Tensor
 from mmseg_resensemble.diffusion import (SAMPLING, TRAINING, GaussianDiffusion,
                                          TrainingTimesteps, draw_noise)
 from ..utils import analog_to_probs, probs_to_analog
-from .e2e_conditioned_head import (E2EConditionedHead, as_loss_list,
+from .e2e_conditioned_head import (E2EConditionedHead, add_loss, as_loss_list,
                                    build_losses)
 
 #: every sampling key of ``test_cfg`` and its default: the paper's
@@ -275,15 +275,14 @@ class ResidualDiffusionHead(E2EConditionedHead):
         target = self.diffusion.training_target(x_start, t, noise)
         losses = dict()
         for loss_decode in as_loss_list(self.loss_decode):
-            loss = loss_decode(output, target, weight=valid)
-            name = loss_decode.loss_name
-            losses[name] = losses[name] + loss if name in losses else loss
+            add_loss(losses, loss_decode.loss_name,
+                     loss_decode(output, target, weight=valid))
         if self.loss_ensemble is not None:
             for name, loss in self.task_losses(
                     self.ensemble_scores(output, x_t, t, x_hat,
                                          settings.ensemble_weight),
                     batch_data_samples, self.loss_ensemble).items():
-                losses[name] = losses[name] + loss if name in losses else loss
+                add_loss(losses, name, loss)
         return losses
 
     @torch.no_grad()
@@ -296,12 +295,11 @@ class ResidualDiffusionHead(E2EConditionedHead):
                        dtype=torch.long,
                        device=x_start.device)
         x_t = self.diffusion.q_sample(x_start, t)
-        estimate, _ = self.diffusion.predict_start_and_eps(
+        return self.diffusion.predict_start(
             self.forward(cond, x_hat, x_t, t).float(),
             x_t,
             t,
             clip_denoised=self.target_bound)
-        return estimate
 
     def ensemble_scores(self, output: Tensor, x_t: Tensor, t: Tensor,
                         x_hat: Tensor, weight: float) -> Tensor:
@@ -309,7 +307,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
         w·x̄0 + (1 − w)·x̂0 built from the network's output at (x̄t, t), p
         normalised over classes after clamping at :data:`MIN_PROB` (as
         :meth:`predict` normalises)."""
-        estimate, _ = self.diffusion.predict_start_and_eps(
+        estimate = self.diffusion.predict_start(
             output.float(), x_t, t, clip_denoised=self.target_bound)
         out = (
             weight * estimate +
