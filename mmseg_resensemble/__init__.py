@@ -11,6 +11,7 @@ from .version import __version__
 
 register_checkpoint_safe_globals()
 
+from . import e2e_cache  # noqa: E402,F401
 from . import models  # noqa: E402,F401
 from . import datasets, diffusion, engine, evaluation  # noqa: E402,F401
 

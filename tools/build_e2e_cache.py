@@ -18,10 +18,9 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from mmseg_resensemble.engine import build_e2e_cache
-from mmseg_resensemble.utils import (add_config_args, e2e_cache_hooks,
-                                     load_tool_config, prepare_distributed,
-                                     shutdown_distributed)
+from mmseg_resensemble.e2e_cache import build_e2e_cache, e2e_cache_hooks
+from mmseg_resensemble.utils import (add_config_args, load_tool_config,
+                                     prepare_distributed, shutdown_distributed)
 
 
 def parse_args():

@@ -16,7 +16,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-from mmseg_resensemble.engine import build_e2e_cache
+from mmseg_resensemble.e2e_cache import build_e2e_cache
 from mmseg_resensemble.utils import (add_config_args,
                                      find_resumable_checkpoint,
                                      load_tool_config, prepare_distributed,

@@ -11,9 +11,8 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner, load_checkpoint
 from mmseg.apis import init_model
 
-from mmseg_resensemble.engine import build_e2e_cache
-from mmseg_resensemble.utils.e2e_cache_dir import (e2e_cache_hooks,
-                                                   set_e2e_cache_dir)
+from mmseg_resensemble.e2e_cache import (build_e2e_cache, e2e_cache_hooks,
+                                         set_e2e_cache_dir)
 
 
 def load_run_config(path: str,

@@ -18,15 +18,20 @@ DIFFUSION = dict(
     beta_end=2e-2,
     prediction_type='epsilon')
 
-#: the reverse process of :meth:`~.GaussianDiffusion.sample` (Algorithm 2):
-#: ``num_steps=None`` runs every step, ``start_step=None`` starts at T from
-#: pure noise, ``clip_denoised=None`` does not clip
+#: the sampling keys of ``test_cfg`` (Algorithm 2): ``num_steps=None`` runs
+#: every step, ``start_step=None`` starts at T from pure noise,
+#: ``clip_denoised=None`` clips as the sampler does by default (DDPM: no
+#: clip, Algorithm 2 exactly; DDIM: clip), one sample per image drawn with
+#: seed 0. Their meanings and their one check:
+#: :func:`~.sampling_options.sampling_options`
 SAMPLING = dict(
     sampler='ddpm',
     num_steps=None,
     eta=0.0,
     clip_denoised=None,
-    start_step=None)
+    start_step=None,
+    num_samples=1,
+    seed=0)
 
 #: the training of Algorithm 1 (``train_cfg`` of the segmentor): t drawn
 #: uniformly from 1..T (:class:`~.TrainingTimesteps`), x̄t always built

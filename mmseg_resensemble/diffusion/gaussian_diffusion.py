@@ -5,7 +5,8 @@ Equation numbers without a citation refer to the ResEnsemble-DDPM paper
 (Shi, Dong et al. 2023); the DDIM update follows Song et al. 2021, Eq. 12.
 Timesteps are 0-based: index ``t`` is the paper's timestep ``t + 1``.
 """
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ import torch.nn as nn
 
 from .defaults import DIFFUSION, SAMPLING
 from .samplers import SAMPLERS
+from .sampling_options import SamplingOptions, sampling_options
 from .schedules import get_beta_schedule
 
 # what the network predicts: the noise (Ho et al. 2020; the paper), x_0
@@ -284,12 +286,12 @@ class GaussianDiffusion(nn.Module):
         x_t: torch.Tensor,
         t: Union[int, torch.Tensor],
         *,
-        clip_denoised: Optional[float] = None
+        clip_bound: Optional[float] = None
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Interpret a network output once: the predicted ``x_0`` and noise.
 
         As improved-diffusion's ``p_mean_variance``: the output is read by
-        ``prediction_type``; with ``clip_denoised`` the ``x_0`` is clipped
+        ``prediction_type``; with ``clip_bound`` the ``x_0`` is clipped
         to ``[-c, c]`` and the noise re-derived from it, so the two stay
         consistent.
 
@@ -298,16 +300,15 @@ class GaussianDiffusion(nn.Module):
             x_t (Tensor): Shape ``(N, C, H, W)``.
             t (int | Tensor): The 0-based step, one int or a LongTensor
                 ``(N,)``.
-            clip_denoised (float, optional): The bound ``c``; None does not
+            clip_bound (float, optional): The bound ``c``; None does not
                 clip.
 
         Returns:
             tuple[Tensor, Tensor]: ``x_0`` and ``eps``, each with ``x_t``'s
             shape and dtype.
         """
-        x0 = self.predict_start(
-            model_output, x_t, t, clip_denoised=clip_denoised)
-        if self.prediction_type == 'epsilon' and clip_denoised is None:
+        x0 = self.predict_start(model_output, x_t, t, clip_bound=clip_bound)
+        if self.prediction_type == 'epsilon' and clip_bound is None:
             return x0, model_output.to(x_t.dtype)
         return x0, self.predict_eps_from_xstart(x_t, t, x0)
 
@@ -316,10 +317,10 @@ class GaussianDiffusion(nn.Module):
                       x_t: torch.Tensor,
                       t: Union[int, torch.Tensor],
                       *,
-                      clip_denoised: Optional[float] = None) -> torch.Tensor:
+                      clip_bound: Optional[float] = None) -> torch.Tensor:
         """The ``x_0`` of a network output, read by ``prediction_type``
         (the ``x_0`` half of :meth:`predict_start_and_eps`, without
-        deriving the noise), clipped to ``[-c, c]`` with ``clip_denoised``.
+        deriving the noise), clipped to ``[-c, c]`` with ``clip_bound``.
         """
         out = model_output.to(x_t.dtype)
         if self.prediction_type == 'epsilon':
@@ -330,78 +331,39 @@ class GaussianDiffusion(nn.Module):
             x0 = (
                 self._coef(self.sqrt_alphas_cumprod, t, x_t) * x_t -
                 self._coef(self.sqrt_one_minus_alphas_cumprod, t, x_t) * out)
-        if clip_denoised is not None:
-            x0 = x0.clamp(-clip_denoised, clip_denoised)
+        if clip_bound is not None:
+            x0 = x0.clamp(-clip_bound, clip_bound)
         return x0
 
     # ------------------------------------------------------------------
     # Reverse process
     # ------------------------------------------------------------------
-    @staticmethod
-    def _sampler(name: str, prefix: str = ''):
-        if name not in SAMPLERS:
-            raise ValueError(f'{prefix}sampler={name!r} is not one of '
-                             f'{list(SAMPLERS)}')
-        return SAMPLERS[name]
-
-    def check_sampler(self,
-                      sampler: str,
-                      num_steps: Optional[int] = None,
-                      *,
-                      start_step: Optional[int] = None,
-                      eta: float = 0.0,
-                      clip_denoised: Optional[float] = None,
-                      prefix: str = '') -> int:
-        """Raise ``ValueError`` naming a bad sampling option: the one check
-        of the options of :meth:`sample`, run on the host before any work.
+    def sampling_options(self,
+                         options: Mapping[str, Any],
+                         prefix: str = '') -> SamplingOptions:
+        """The sampling keys of ``options`` checked for this diffusion's T
+        (:func:`~.sampling_options.sampling_options`, the one check, run
+        on the host before any work).
 
         Args:
-            sampler (str): A key of :data:`~.samplers.SAMPLERS`.
-            num_steps (int, optional): ``1 <= K <= T'``; None means all
-                ``T'`` steps, the only choice for 'ddpm'.
-            start_step (int, optional): ``T'``, the (1-based) step the
-                reverse process starts at, ``1 <= T' <= T``; None means T.
-            eta (float): ``>= 0``.
-            clip_denoised (float, optional): ``> 0`` or None.
+            options (Mapping): For instance a ``test_cfg``; missing keys
+                take :data:`~.defaults.SAMPLING`, other keys are ignored.
             prefix (str): Put before the option names in the messages,
                 e.g. ``'test_cfg.'``.
 
         Returns:
-            int: The number of sampling steps K.
+            SamplingOptions: With the number of steps K and the steps the
+            sampler visits.
         """
-        impl = self._sampler(sampler, prefix)
-        T = self.num_timesteps
-        if start_step is not None and (isinstance(
-                start_step, bool) or not isinstance(start_step,
-                                                    (int, np.integer))
-                                       or not 1 <= start_step <= T):
-            raise ValueError(f'{prefix}start_step must be None or an integer '
-                             f'in [1, {T}], got {start_step!r}')
-        start = T if start_step is None else int(start_step)
-        K = start if num_steps is None else num_steps
-        # raises unless K is an integer in [1, T']
-        self.timesteps(K, start_step=start)
-        if impl.all_steps_only and K != start:
-            raise ValueError(
-                f'{prefix}sampler={sampler!r} runs all {start} steps '
-                f'({prefix}num_steps=None), got {prefix}num_steps={K}; use '
-                f"{prefix}sampler='ddim' for fewer")
-        if eta < 0:
-            raise ValueError(f'{prefix}eta must be >= 0, got {eta!r}')
-        if clip_denoised is not None and clip_denoised <= 0:
-            raise ValueError(f'{prefix}clip_denoised must be > 0 or None, '
-                             f'got {clip_denoised!r}')
-        return int(K)
+        return sampling_options(options, self.num_timesteps, prefix)
 
     def timesteps(self,
                   num_steps: int,
                   start_step: Optional[int] = None) -> torch.Tensor:
-        """Descending 0-based steps of a ``num_steps``-step sampler.
-
-        Trailing even spacing ``t_k = round(k * T' / K) - 1`` for
-        ``k = 1, ..., K`` (half rounded up), so ``K = 1`` gives ``[T' - 1]``
-        and ``K = T'`` gives ``T' - 1, ..., 0``. ``T'`` is ``start_step``
-        (a truncated reverse process) or ``T``.
+        """Descending 0-based steps of a ``num_steps``-step sampler
+        (:func:`~.sampling_options.sampler_timesteps`): ``K = 1`` gives
+        ``[T' - 1]`` and ``K = T'`` gives ``T' - 1, ..., 0``. ``T'`` is
+        ``start_step`` (a truncated reverse process) or ``T``.
 
         Args:
             num_steps (int): ``K`` with ``1 <= K <= T'``.
@@ -411,20 +373,9 @@ class GaussianDiffusion(nn.Module):
         Returns:
             Tensor: LongTensor of shape ``(K,)``, strictly decreasing.
         """
-        return torch.tensor(
-            self._timestep_list(num_steps, start_step), dtype=torch.long)
-
-    def _timestep_list(self, num_steps: int,
-                       start_step: Optional[int]) -> list:
-        """:meth:`timesteps` as Python ints (the sampling loop's)."""
-        T = self.num_timesteps if start_step is None else int(start_step)
-        if (isinstance(num_steps, bool)
-                or not isinstance(num_steps, (int, np.integer))
-                or not 1 <= num_steps <= T):
-            raise ValueError(f'num_steps must be an integer in [1, {T}], got '
-                             f'{num_steps!r}')
-        K = int(num_steps)
-        return [(2 * k * T + K) // (2 * K) - 1 for k in range(K, 0, -1)]
+        options = self.sampling_options(
+            dict(sampler='ddim', num_steps=num_steps, start_step=start_step))
+        return torch.tensor(options.steps, dtype=torch.long)
 
     @torch.no_grad()
     def sample(
@@ -439,7 +390,7 @@ class GaussianDiffusion(nn.Module):
             noise: Optional[torch.Tensor] = None,
             device: Optional[torch.device] = None,
             dtype: torch.dtype = torch.float32,
-            clip_denoised: Optional[float] = SAMPLING['clip_denoised'],
+            clip_bound: Optional[float] = None,
             start_step: Optional[int] = SAMPLING['start_step']
     ) -> torch.Tensor:
         """Run the reverse process from ``x_T`` to ``x_0`` (Algorithm 2).
@@ -473,14 +424,15 @@ class GaussianDiffusion(nn.Module):
                 ``'ddpm'`` or ``'ddim'``.
             num_steps (int, optional): Number of steps ``K``; None means all
                 ``T``. ``'ddpm'`` only supports ``T``.
-            eta (float): DDIM stochasticity (>= 0); ignored by ``'ddpm'``.
+            eta (float): DDIM stochasticity in [0, 1]; ignored by
+                ``'ddpm'``.
             generator (torch.Generator, optional): Source of randomness.
             noise (Tensor, optional): ``x_T`` (``x_T'`` with ``start_step``)
                 of shape ``shape``; its device and dtype override ``device``
                 and ``dtype``. Required with ``start_step``.
             device (torch.device, optional): Target device; CPU if None.
             dtype (torch.dtype): Target dtype. Defaults to float32.
-            clip_denoised (float, optional): If given, the ``x_0`` predicted
+            clip_bound (float, optional): If given, the ``x_0`` predicted
                 at each step is clipped to ``[-c, c]`` and ``eps`` re-derived
                 from it (improved-diffusion's ``clip_denoised``; with DDPM
                 this is the posterior mean ``mu~(x_t, clip(x_0))`` of
@@ -495,13 +447,15 @@ class GaussianDiffusion(nn.Module):
         Returns:
             Tensor: ``x_0`` of shape ``shape``.
         """
-        K = self.check_sampler(
-            sampler,
-            num_steps,
-            start_step=start_step,
-            eta=eta,
-            clip_denoised=clip_denoised)
-        steps = self._timestep_list(K, start_step)
+        steps = self.sampling_options(
+            dict(
+                sampler=sampler,
+                num_steps=num_steps,
+                start_step=start_step,
+                eta=eta)).steps
+        if clip_bound is not None and not clip_bound > 0:
+            raise ValueError(
+                f'clip_bound must be > 0 or None, got {clip_bound!r}')
         impl = SAMPLERS[sampler]
         if start_step is not None and noise is None:
             raise ValueError('start_step needs noise: the sample x_T\' the '
@@ -538,7 +492,7 @@ class GaussianDiffusion(nn.Module):
                 x,
                 eta=eta,
                 noise=z,
-                clip_denoised=clip_denoised).prev_sample
+                clip_bound=clip_bound).prev_sample
         return x
 
 

@@ -12,13 +12,24 @@ To add a sampler, write one :class:`Sampler` subclass here (its
 :meth:`~Sampler.update` and :meth:`~Sampler.needs_noise`), decorated with
 :func:`register_sampler`; ``test_cfg.sampler`` then takes its name.
 """
-from typing import TYPE_CHECKING, Dict, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
     from .gaussian_diffusion import GaussianDiffusion
+
+
+def check_eta(eta: Any, prefix: str = '') -> float:
+    """``eta`` as a float, or ``ValueError`` unless it is a number in
+    [0, 1] (above 1 DDIM's σ exceeds the noise the step keeps)."""
+    if (isinstance(eta, bool) or not isinstance(eta, (int, float, np.number))
+            or not 0 <= eta <= 1):
+        raise ValueError(f'{prefix}eta must be a number in [0, 1], got '
+                         f'{eta!r}')
+    return float(eta)
 
 
 class StepOutput(NamedTuple):
@@ -43,9 +54,12 @@ class Sampler:
         name (str): The name ``test_cfg.sampler`` takes.
         all_steps_only (bool): The sampler runs every step ``T' - 1, ...,
             0`` (``num_steps=None``) and no subset of them.
+        clips_by_default (bool): What ``clip_denoised=None`` means for it
+            (:func:`~.sampling_options.sampling_options`).
     """
     name = ''
     all_steps_only = False
+    clips_by_default = False
 
     def needs_noise(self, t: int, t_prev: int, eta: float) -> bool:
         """Whether :meth:`step` draws ``z`` at this step (decided on the
@@ -61,7 +75,7 @@ class Sampler:
              *,
              eta: float = 0.0,
              noise: Optional[Tensor] = None,
-             clip_denoised: Optional[float] = None) -> StepOutput:
+             clip_bound: Optional[float] = None) -> StepOutput:
         """One step ``x_t -> x_{t_prev}``: the output is interpreted once
         (:meth:`GaussianDiffusion.predict_start_and_eps`, which clips), then
         :meth:`update` moves ``x_t``.
@@ -79,7 +93,7 @@ class Sampler:
             eta (float): Stochasticity (DDIM); 0 is deterministic.
             noise (Tensor, optional): ``z`` of ``x_t``'s shape, used when
                 :meth:`needs_noise`; ``torch.randn_like(x_t)`` if None.
-            clip_denoised (float, optional): Clip the predicted ``x_0`` to
+            clip_bound (float, optional): Clip the predicted ``x_0`` to
                 ``[-c, c]`` (and re-derive ``eps`` from it).
 
         Returns:
@@ -92,8 +106,7 @@ class Sampler:
         if not -1 <= t_prev < t:
             raise ValueError(f't_prev must lie in [-1, {t - 1}], got '
                              f'{t_prev!r}')
-        if eta < 0:
-            raise ValueError(f'eta must be >= 0, got {eta!r}')
+        check_eta(eta)
         self.check_steps(t, t_prev)
         assert model_output.shape == x_t.shape, (
             f'model_output shape {tuple(model_output.shape)} != x_t shape '
@@ -102,7 +115,7 @@ class Sampler:
             f'noise shape {tuple(noise.shape)} != x_t shape '
             f'{tuple(x_t.shape)}')
         x0, eps = diffusion.predict_start_and_eps(
-            model_output, x_t, t, clip_denoised=clip_denoised)
+            model_output, x_t, t, clip_bound=clip_bound)
         prev, sigma = self.update(diffusion, x0, eps, x_t, t, t_prev, eta)
         if self.needs_noise(t, t_prev, eta):
             if noise is None:
@@ -190,6 +203,10 @@ class DDIMSampler(Sampler):
     = 0`` is deterministic, ``eta = 1`` over consecutive steps is DDPM.
     """
     name = 'ddim'
+    # at large t, x_0 = (x_t - sqrt(1 - a_bar_t) eps) / sqrt(a_bar_t)
+    # amplifies the error of eps by up to 1 / sqrt(a_bar_T): few steps
+    # need the clip
+    clips_by_default = True
 
     def needs_noise(self, t: int, t_prev: int, eta: float) -> bool:
         # sigma > 0 exactly when eta > 0 and alpha_bar_prev < 1

@@ -4,7 +4,6 @@ from .checkpoint_checks import (check_checkpoint_covers_model,
 from .checkpoint_compat import (mmengine_safe_globals,
                                 register_checkpoint_safe_globals)
 from .dist import prepare_distributed, shutdown_distributed
-from .e2e_cache_dir import config_type_name, e2e_cache_hooks, set_e2e_cache_dir
 from .mobilenetv2_converter import convert_mobilenetv2
 from .tool_config import add_config_args, load_tool_config
 
@@ -12,6 +11,5 @@ __all__ = [
     'convert_mobilenetv2', 'prepare_distributed', 'mmengine_safe_globals',
     'register_checkpoint_safe_globals', 'shutdown_distributed',
     'read_checkpoint', 'check_checkpoint_covers_model',
-    'find_resumable_checkpoint', 'set_e2e_cache_dir', 'config_type_name',
-    'e2e_cache_hooks', 'add_config_args', 'load_tool_config'
+    'find_resumable_checkpoint', 'add_config_args', 'load_tool_config'
 ]

@@ -57,7 +57,7 @@ def load_tool_config(args: argparse.Namespace) -> Config:
     ``--local-rank`` unless a launcher set it."""
     from mmseg.utils import register_all_modules
 
-    from .e2e_cache_dir import set_e2e_cache_dir
+    from ..e2e_cache.cache_dir import set_e2e_cache_dir
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     register_all_modules(init_default_scope=True)

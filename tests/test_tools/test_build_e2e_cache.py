@@ -7,7 +7,8 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from mmseg_resensemble.datasets import E2ECacheStore, generate_shapes_dataset
+from mmseg_resensemble.datasets import generate_shapes_dataset
+from mmseg_resensemble.e2e_cache import E2ECacheStore
 from tests.test_tools.test_train_test_tools import ROOT
 
 CACHED = ('configs/resensemble/'

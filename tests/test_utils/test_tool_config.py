@@ -4,10 +4,8 @@ import argparse
 import os.path as osp
 
 import pytest
-from mmengine.config import Config
 
-from mmseg_resensemble.utils import (add_config_args, load_tool_config,
-                                     set_e2e_cache_dir)
+from mmseg_resensemble.utils import add_config_args, load_tool_config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CACHED = osp.join(
@@ -56,31 +54,3 @@ def test_options_and_e2e_cache_dir(tmp_path):
     # tools without a cache have no such option
     with pytest.raises(SystemExit):
         parse([CACHED, '--e2e-cache-dir', 'x'])
-
-
-def test_set_e2e_cache_dir_reaches_wrapped_datasets():
-    load = dict(type='LoadE2ECache', cache_dir='old')
-    cfg = Config(
-        dict(
-            custom_hooks=[dict(type='E2ECacheHook', cache_dir='old')],
-            train_dataloader=dict(
-                dataset=dict(
-                    type='ConcatDataset',
-                    datasets=[
-                        dict(pipeline=[dict(type='LoadImageFromFile'), load]),
-                        dict(
-                            type='RepeatDataset',
-                            dataset=dict(pipeline=[dict(load)]))
-                    ]))))
-    assert set_e2e_cache_dir(cfg, 'new') == 3
-    assert cfg.custom_hooks[0].cache_dir == 'new'
-    inner = cfg.train_dataloader.dataset.datasets
-    assert inner[0].pipeline[1].cache_dir == 'new'
-    assert inner[1].dataset.pipeline[0].cache_dir == 'new'
-
-
-def test_set_e2e_cache_dir_errors():
-    with pytest.raises(ValueError, match='no E2ECacheHook'):
-        set_e2e_cache_dir(Config(dict(custom_hooks=[])), 'x')
-    with pytest.raises(ValueError, match="got ''"):
-        set_e2e_cache_dir(Config(dict()), '')

@@ -45,8 +45,8 @@ from mmengine.runner import Runner
 from mmseg.registry import MODELS
 
 import mmseg_resensemble  # noqa: F401
-from mmseg_resensemble.datasets import E2ECacheStore, generate_shapes_dataset
-from mmseg_resensemble.engine import build_e2e_cache
+from mmseg_resensemble.datasets import generate_shapes_dataset
+from mmseg_resensemble.e2e_cache import E2ECacheStore, build_e2e_cache
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 NUM_CLASSES = 5

@@ -6,7 +6,7 @@ from mmengine.structures import PixelData
 from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 
-from .loading import E2E_KEYS_FIELD
+from ...e2e_cache.transforms import E2E_KEYS_FIELD
 
 
 @TRANSFORMS.register_module()

@@ -113,7 +113,13 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         """Save, then point ``last_checkpoint`` at it, then delete the
-        outdated checkpoints (mmengine deletes first)."""
+        outdated checkpoints (mmengine deletes first).
+
+        Overrides mmengine's private method (see
+        :data:`~mmseg_resensemble.engine.mmengine_internals.
+        SAVE_CHECKPOINT_WITH_STEP`, checked by the tests against the
+        installed mmengine).
+        """
         if not isinstance(self.file_backend, AtomicLocalBackend):
             super()._save_checkpoint_with_step(runner, step, meta)
             return

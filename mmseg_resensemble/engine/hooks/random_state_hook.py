@@ -22,6 +22,9 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
+from ..mmengine_internals import (is_resuming, unwrap_train_iterator,
+                                  wrap_train_iterator)
+
 __all__ = ['RandomStateHook', 'get_random_states', 'set_random_states']
 
 STATE_VERSION = 1
@@ -116,7 +119,7 @@ class _RestoreBeforeNext:
 
     def __next__(self) -> Any:
         if self._count >= self._skip:
-            self._loop.dataloader_iterator = self._inner
+            unwrap_train_iterator(self._loop, self._inner)
             self._restore()
             return next(self._inner)
         self._count += 1
@@ -235,11 +238,9 @@ class RandomStateHook(Hook):
         if self._pending is None:
             return
         loop = runner.train_loop
-        if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop
-            loop.dataloader_iterator = _RestoreBeforeNext(
-                loop, loop.dataloader_iterator, runner.iter,
-                self._restore_pending)
-        else:
+        if not wrap_train_iterator(  # IterBasedTrainLoop
+                loop, lambda inner: _RestoreBeforeNext(
+                    loop, inner, runner.iter, self._restore_pending)):
             self._restore_pending()
 
     def after_train_epoch(self, runner) -> None:
@@ -289,8 +290,8 @@ class RandomStateHook(Hook):
             version=STATE_VERSION, world_size=world_size, ranks=ranks)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Keep this rank's states when resuming (``runner._resume``)."""
-        if not getattr(runner, '_resume', False):
+        """Keep this rank's states when resuming (not for ``load_from``)."""
+        if not is_resuming(runner):
             return
         saved = checkpoint.get(self.CHECKPOINT_KEY)
         if saved is None:

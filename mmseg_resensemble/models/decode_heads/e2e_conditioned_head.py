@@ -21,6 +21,22 @@ LEGACY_DENOISER_MODULES = ('cond_proj', 'mask_in', 'time_mlp', 'blocks',
                            'out_norm_act', 'conv_seg')
 
 
+def move_legacy_denoiser_keys(module: nn.Module, state_dict: dict, prefix: str,
+                              *args) -> None:
+    """A load-state-dict pre-hook: checkpoints from before the denoiser was
+    a module of its own load, ``{prefix}blocks.0...`` becoming
+    ``{prefix}denoiser.blocks.0...`` (the same for ``cond_proj``,
+    ``mask_in``, ``time_mlp``, ``out_norm_act`` and ``conv_seg``)."""
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name.split('.', 1)[0] in LEGACY_DENOISER_MODULES:
+            new = f'{prefix}denoiser.{name}'
+            if new not in state_dict:
+                state_dict[new] = state_dict.pop(key)
+
+
 def as_loss_list(losses: Union[nn.Module, nn.ModuleList, None]) -> list:
     """The losses of a ``loss_*`` argument as a list (one, several or
     none)."""
@@ -140,22 +156,7 @@ class E2EConditionedHead(BaseDecodeHead):
                 align_corners=self.align_corners).items():
             denoiser.setdefault(key, value)
         self.denoiser = MODELS.build(denoiser)
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
-                              **kwargs) -> None:
-        """Load checkpoints from before the denoiser was a module of its
-        own: ``{prefix}blocks.0...`` becomes ``{prefix}denoiser.blocks.0...``
-        (the same for ``cond_proj``, ``mask_in``, ``time_mlp``,
-        ``out_norm_act`` and ``conv_seg``)."""
-        for key in list(state_dict):
-            if not key.startswith(prefix):
-                continue
-            name = key[len(prefix):]
-            if name.split('.', 1)[0] in LEGACY_DENOISER_MODULES:
-                new = f'{prefix}denoiser.{name}'
-                if new not in state_dict:
-                    state_dict[new] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.register_load_state_dict_pre_hook(move_legacy_denoiser_keys)
 
     def cls_seg(self, feat: Tensor) -> Tensor:
         raise NotImplementedError(

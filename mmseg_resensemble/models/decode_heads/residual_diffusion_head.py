@@ -5,6 +5,7 @@ import logging
 from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 import torch
+import torch.nn as nn
 from mmengine.logging import print_log
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
@@ -16,21 +17,16 @@ from ..utils import analog_to_probs, probs_to_analog
 from .e2e_conditioned_head import (E2EConditionedHead, add_loss, as_loss_list,
                                    build_losses)
 
-#: every sampling key of ``test_cfg`` and its default: the paper's
-#: Algorithm 2 (:data:`~mmseg_resensemble.diffusion.SAMPLING`), one sample,
-#: and Eq. 15 (``ensemble_weight`` ½; 'auto': the weight
-#: :class:`~mmseg_resensemble.engine.EnsembleWeightHook` chose on held-out
-#: images and stored with the checkpoint); ``seed`` makes it reproducible;
-#: ``autocast`` is the precision of the head's network (see
+#: every key of ``test_cfg`` the head reads and its default: the sampling
+#: keys of the paper's Algorithm 2 (:data:`~mmseg_resensemble.diffusion.
+#: SAMPLING`, checked by the diffusion core) and Eq. 15 (``ensemble_weight``
+#: ½; 'auto': the weight :class:`~mmseg_resensemble.engine.
+#: EnsembleWeightHook` chose on held-out images and stored with the
+#: checkpoint); ``autocast`` is the precision of the head's network (see
 #: :func:`autocast_dtype`); ``ensemble_parts`` adds the two parts of the
 #: ensemble to the output (for choosing the weight)
 TEST_CFG_DEFAULTS = dict(
-    SAMPLING,
-    num_samples=1,
-    seed=0,
-    ensemble_weight=0.5,
-    autocast='fp32',
-    ensemble_parts=False)
+    SAMPLING, ensemble_weight=0.5, autocast='fp32', ensemble_parts=False)
 #: every key of the segmentor's ``train_cfg`` the head reads, and its
 #: default (:data:`~mmseg_resensemble.diffusion.TRAINING`, Algorithm 1)
 TRAIN_CFG_DEFAULTS = dict(TRAINING)
@@ -41,6 +37,14 @@ EQ15_WEIGHT = 0.5
 NONE_CHOSEN = -1.0
 #: the smallest probability the task loss sees (log 1e-4 = -9.2)
 MIN_PROB = 1e-4
+
+
+def none_chosen_if_missing(module: nn.Module, state_dict: dict, prefix: str,
+                           *args) -> None:
+    """A load-state-dict pre-hook: checkpoints from before the weight was
+    chosen load as 'none chosen'."""
+    state_dict.setdefault(f'{prefix}chosen_ensemble_weight',
+                          torch.tensor(NONE_CHOSEN))
 
 
 class TrainingSettings(NamedTuple):
@@ -155,14 +159,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
         # saved with the checkpoint; test_cfg.ensemble_weight='auto' reads it
         self.register_buffer('chosen_ensemble_weight',
                              torch.tensor(NONE_CHOSEN))
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
-                              **kwargs) -> None:
-        """Checkpoints from before the weight was chosen load as 'none
-        chosen'."""
-        state_dict.setdefault(f'{prefix}chosen_ensemble_weight',
-                              torch.tensor(NONE_CHOSEN))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.register_load_state_dict_pre_hook(none_chosen_if_missing)
 
     @property
     def prediction_type(self) -> str:
@@ -204,10 +201,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
             raise ValueError('train_cfg.self_aligned must be a number in '
                              f'[0, 1], got {p!r}')
         sampling = self.sampling_cfg(test_cfg or {})
-        start = sampling['start_step'] or self.diffusion.num_timesteps
-        steps = self.diffusion.timesteps(
-            sampling['num_steps'] or start,
-            start_step=sampling['start_step']).tolist()
+        steps = list(sampling['steps'])
         timesteps = TrainingTimesteps(
             cfg['timesteps'],
             self.diffusion.num_timesteps,
@@ -299,7 +293,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
             self.forward(cond, x_hat, x_t, t).float(),
             x_t,
             t,
-            clip_denoised=self.target_bound)
+            clip_bound=self.target_bound)
 
     def ensemble_scores(self, output: Tensor, x_t: Tensor, t: Tensor,
                         x_hat: Tensor, weight: float) -> Tensor:
@@ -308,7 +302,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
         normalised over classes after clamping at :data:`MIN_PROB` (as
         :meth:`predict` normalises)."""
         estimate = self.diffusion.predict_start(
-            output.float(), x_t, t, clip_denoised=self.target_bound)
+            output.float(), x_t, t, clip_bound=self.target_bound)
         out = (
             weight * estimate +
             (1 - weight) * x_hat if self.residual_target else estimate)
@@ -316,16 +310,20 @@ class ResidualDiffusionHead(E2EConditionedHead):
         return (probs / probs.sum(1, keepdim=True)).log()
 
     def sampling_cfg(self, test_cfg: ConfigType) -> dict:
-        """The sampling settings of ``test_cfg``, missing ones from
-        :data:`TEST_CFG_DEFAULTS`, checked: the one place that reads and
-        checks them. Pure Python, no tensor is touched.
+        """The settings of ``test_cfg``, missing ones from
+        :data:`TEST_CFG_DEFAULTS`, checked: the sampling keys by the
+        diffusion core (:meth:`GaussianDiffusion.sampling_options`, which
+        also resolves ``num_steps`` and ``clip_denoised`` and lists the
+        ``steps``), the head's own keys here. Pure Python, no tensor is
+        touched.
 
         Raises:
-            ValueError: Naming a bad setting (sampler, num_steps,
-                num_samples, eta, seed, clip_denoised, start_step,
-                ensemble_weight).
+            ValueError: Naming a bad setting.
         """
-        cfg = {k: test_cfg.get(k, v) for k, v in TEST_CFG_DEFAULTS.items()}
+        cfg = self.diffusion.sampling_options(
+            test_cfg, prefix='test_cfg.')._asdict()
+        for key in ('ensemble_weight', 'autocast', 'ensemble_parts'):
+            cfg[key] = test_cfg.get(key, TEST_CFG_DEFAULTS[key])
         weight = cfg['ensemble_weight']
         if weight != 'auto' and (isinstance(weight, bool)
                                  or not isinstance(weight, (int, float))
@@ -335,37 +333,10 @@ class ResidualDiffusionHead(E2EConditionedHead):
         if not isinstance(cfg['ensemble_parts'], bool):
             raise ValueError('test_cfg.ensemble_parts must be a bool, got '
                              f'{cfg["ensemble_parts"]!r}')
-        num_samples = cfg['num_samples']
-        if (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                or num_samples < 1):
-            raise ValueError('test_cfg.num_samples must be an int >= 1, got '
-                             f'{num_samples!r}')
-        eta = cfg['eta']
-        if (isinstance(eta, bool) or not isinstance(eta, (int, float))
-                or not 0 <= eta <= 1):
-            raise ValueError(
-                f'test_cfg.eta must be a number in [0, 1], got {eta!r}')
-        seed = cfg['seed']
-        if seed is not None and (isinstance(seed, bool)
-                                 or not isinstance(seed, int)):
-            raise ValueError(
-                f'test_cfg.seed must be an int or None, got {seed!r}')
-        clip = cfg['clip_denoised']
-        if clip is not None and not isinstance(clip, bool):
-            raise ValueError('test_cfg.clip_denoised must be a bool or None, '
-                             f'got {clip!r}')
         if cfg['autocast'] not in AUTOCAST_DTYPES:
             raise ValueError(f'test_cfg.autocast must be one of '
                              f'{sorted(AUTOCAST_DTYPES)}, got '
                              f'{cfg["autocast"]!r}')
-        self.diffusion.check_sampler(
-            cfg['sampler'],
-            cfg['num_steps'],
-            start_step=cfg['start_step'],
-            eta=eta,
-            prefix='test_cfg.')
-        if clip is None:  # few-step DDIM needs it (see GaussianDiffusion)
-            cfg['clip_denoised'] = cfg['sampler'] == 'ddim'
         return cfg
 
     def check_test_cfg(self, test_cfg: ConfigType) -> None:
@@ -452,7 +423,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
             generator=generator,
             device=x_hat.device,
             dtype=x_hat.dtype,
-            clip_denoised=self.target_bound if cfg['clip_denoised'] else None)
+            clip_bound=self.target_bound if cfg['clip_denoised'] else None)
         weight = self.ensemble_weight(cfg['ensemble_weight'])
         # Eq. 15 (w = ½): the two learners err in opposite directions
         out = (

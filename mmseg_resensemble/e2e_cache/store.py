@@ -41,10 +41,10 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from ..utils.atomic_write import (atomic_write, is_partial_file,
                                   remove_partial_files)
+from .fingerprint import canonical_json
 
 FORMAT_NAME = 'resensemble-e2e-cache'
 FORMAT_VERSION = 1
@@ -56,59 +56,12 @@ QUANT_MAX = 255
 
 __all__ = [
     'E2ECacheError', 'E2ECacheStore', 'FORMAT_NAME', 'FORMAT_VERSION',
-    'canonical_json', 'file_sha256', 'state_dict_sha256', 'fingerprint_digest',
     'encode_probs', 'decode_entry'
 ]
 
 
 class E2ECacheError(ValueError):
     """A missing, truncated, corrupt or stale E2E cache file."""
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys; tuples become lists, other objects strings."""
-
-    def default(o: Any) -> Any:
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, torch.Tensor):
-            return o.tolist()
-        if isinstance(o, type):
-            return f'{o.__module__}.{o.__qualname__}'
-        return str(o)
-
-    return json.dumps(
-        obj, sort_keys=True, default=default, separators=(',', ':'))
-
-
-def file_sha256(path: str, chunk_size: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks of ``chunk_size``."""
-    sha = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk_size), b''):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def state_dict_sha256(module: nn.Module) -> str:
-    """sha256 of a module's state dict: names, dtypes, shapes and values."""
-    sha = hashlib.sha256()
-    for name, value in module.state_dict().items():
-        sha.update(name.encode())
-        if isinstance(value, torch.Tensor):
-            sha.update(f'{value.dtype}{tuple(value.shape)}'.encode())
-            data = value.detach().cpu().contiguous().reshape(-1)
-            sha.update(data.view(torch.uint8).numpy().tobytes())
-        else:
-            sha.update(repr(value).encode())
-    return sha.hexdigest()
-
-
-def fingerprint_digest(fields: Dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the fingerprint ``fields``."""
-    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
 
 
 def quantize(probs: np.ndarray) -> np.ndarray:
@@ -263,7 +216,8 @@ class E2ECacheStore:
         """Write the meta file atomically.
 
         Args:
-            digest (str): :func:`fingerprint_digest` of ``fingerprint``.
+            digest (str): :func:`~.fingerprint.fingerprint_digest` of
+                ``fingerprint``.
             fingerprint (dict): What the entries depend on.
             num_classes (int): K, the channels of a decoded entry.
             topk (int, optional): The entries' top-k, None if dense.

@@ -7,7 +7,12 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from ..e2e_cache_store import E2ECacheStore
+from .store import E2ECacheStore
+
+__all__ = [
+    'LoadE2ECache', 'e2e_field_keys', 'E2E_KEYS_FIELD', 'E2E_PROBS_KEY',
+    'MAX_CHANNELS_PER_FIELD'
+]
 
 # OpenCV 5 converts arrays of at most 128 channels (OpenCV 4: 512); the
 # resize, crop and flip of MMSeg's transforms go through it
