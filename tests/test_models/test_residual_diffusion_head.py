@@ -1,11 +1,15 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
+import inspect
+
 import pytest
 import torch
 from mmengine.structures import PixelData
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 import mmseg_resensemble  # noqa: F401
+from mmseg_resensemble.models.decode_heads import E2EConditionedHead
 from mmseg_resensemble.models.decode_heads.residual_diffusion_head import (
     TEST_CFG_DEFAULTS, autocast_dtype)
 from mmseg_resensemble.models.utils import probs_to_analog
@@ -557,3 +561,46 @@ def test_refiner_takes_a_list_of_losses():
     losses = head.loss(feats, probs, samples_with_gt(labels), None)
     assert set(losses) == {'loss_ce', 'loss_lovasz', 'loss_dice'}
     sum(losses.values()).backward()
+
+
+@pytest.mark.parametrize('head_type',
+                         ['ResidualDiffusionHead', 'E2ERefinerHead'])
+def test_both_heads_honour_one_contract(head_type):
+    # not MMSeg decode heads (their loss/predict see only features), one
+    # contract with x̂0 beside the features, each with a list of losses
+    head = build_head(
+        type=head_type,
+        **({
+            'loss_decode': TASK_LOSSES
+        } if head_type == 'E2ERefinerHead' else {
+            'loss_decode': [dict(type='NoisePredictionLoss')],
+            'loss_ensemble': TASK_LOSSES
+        }))
+    assert not isinstance(head, BaseDecodeHead)
+    assert isinstance(head, E2EConditionedHead)
+    for method in ('loss', 'predict'):
+        assert list(inspect.signature(getattr(
+            head, method)).parameters) == list(
+                inspect.signature(getattr(E2EConditionedHead,
+                                          method)).parameters)[1:]
+    feats, probs, labels = random_inputs()
+    losses = head.loss(feats, probs, samples_with_gt(labels), None)
+    assert {'loss_ce', 'loss_lovasz', 'loss_dice'} <= set(losses)
+    sum(losses.values()).backward()
+    out = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=1))
+    assert out['probs'].shape == probs.shape
+    assert out['uncertainty'].shape == (2, 1, 8, 8)
+
+
+def test_decode_head_arguments_without_meaning_are_refused():
+    # at their MMSeg defaults they are accepted (a decode head's config
+    # converts by its type); anything else would be silently ignored
+    build_head(dropout_ratio=0.1, conv_cfg=None, out_channels=K)
+    with pytest.raises(ValueError, match=r'dropout_ratio=0\.5 has no meaning'):
+        build_head(dropout_ratio=0.5)
+    with pytest.raises(TypeError, match="unexpected argument 'colour'"):
+        build_head(colour='red')
+    with pytest.raises(ValueError, match='out_channels=1'):
+        build_head(out_channels=1)
+    with pytest.raises(ValueError, match="input_transform='resize_concat'"):
+        build_head(input_transform='resize_concat')

@@ -4,9 +4,10 @@ import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmengine.model import BaseModule
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
@@ -14,6 +15,14 @@ from torch import Tensor
 
 from ..utils import labels_to_onehot, probs_to_analog
 
+#: MMSeg ``BaseDecodeHead`` arguments without a meaning here (the denoiser
+#: has its own output layer, no dropout and no pixel sampler): accepted at
+#: their defaults so that a decode head's config converts, refused
+#: otherwise
+DECODE_HEAD_DEFAULTS = dict(
+    dropout_ratio=0.1, conv_cfg=None, sampler=None, threshold=None)
+#: ``input_transform`` values (as MMSeg's decode heads)
+INPUT_TRANSFORMS = (None, 'resize_concat', 'multiple_select')
 #: head arguments that moved into ``denoiser`` (old configs still build)
 LEGACY_DENOISER_KEYS = ('num_blocks', 'dilations', 'time_embed_dims')
 #: the denoiser's submodules, which older checkpoints keep on the head
@@ -35,6 +44,12 @@ def move_legacy_denoiser_keys(module: nn.Module, state_dict: dict, prefix: str,
             new = f'{prefix}denoiser.{name}'
             if new not in state_dict:
                 state_dict[new] = state_dict.pop(key)
+
+
+def stack_labels(batch_data_samples: SampleList) -> Tensor:
+    """The label maps of a batch, (N, 1, H, W)."""
+    return torch.stack(
+        [sample.gt_sem_seg.data for sample in batch_data_samples])
 
 
 def as_loss_list(losses: Union[nn.Module, nn.ModuleList, None]) -> list:
@@ -71,19 +86,41 @@ def build_losses(
     raise TypeError(f'a loss must be a dict or a list of dicts, got {cfg!r}')
 
 
-class E2EConditionedHead(BaseDecodeHead):
+class E2EConditionedHead(BaseModule):
     """A head whose network sees the frozen E2E learner: its features (the
     condition on I0) and its output x̂0.
 
     It builds the network εθ from ``denoiser`` (a registered module, see
     :class:`~mmseg_resensemble.models.denoisers.DilatedResDenoiser` for the
     interface) and holds what every such head shares: the mask encoding
-    ([0, 1] -> [-s, s]), the condition at the working resolution, and the
-    training maps (condition, x̂0, one-hot ground truth, valid pixels).
-    Subclasses add the method: :class:`ResidualDiffusionHead` (the paper)
-    and :class:`E2ERefinerHead` (a deterministic ablation).
+    ([0, 1] -> [-s, s]), the condition at the working resolution, the
+    training maps (condition, x̂0, one-hot ground truth, valid pixels) and
+    MMSeg's losses of class scores against the label maps. Subclasses add
+    the method: :class:`ResidualDiffusionHead` (the paper) and
+    :class:`E2ERefinerHead` (a deterministic refiner).
+
+    The contract, the same for every subclass (it is not MMSeg's decode
+    head's, whose ``loss``/``predict`` see only features: these heads also
+    need x̂0, which :class:`ResEnsembleSegmentor` passes)::
+
+        loss(inputs, e2e_probs, batch_data_samples, train_cfg)
+            -> dict of losses
+        predict(inputs, e2e_probs, input_size, test_cfg)
+            -> dict(probs=(N, K, h, w), uncertainty=(N, 1, h, w), ...)
+
+    with ``inputs`` the frozen E2E learner's feature levels and
+    ``e2e_probs`` its probabilities (N, K, H', W'). ``loss_decode`` is one
+    MMSeg loss or a list of them. The arguments an MMSeg decode head's
+    config carries (``in_channels``, ``channels``, ``num_classes``,
+    ``in_index``, ``input_transform``, ``align_corners``, ``ignore_index``,
+    ``out_channels``) mean what they mean there.
 
     Args:
+        in_channels (int | Sequence[int]): Channels of the selected levels
+            (summed for ``input_transform='resize_concat'``).
+        channels (int): Width of the denoiser.
+        num_classes (int): Number of classes K.
+        loss_decode (dict | list[dict]): The head's loss(es).
         denoiser (dict): The network's config. ``in_channels``,
             ``channels``, ``num_classes``, ``condition_on_e2e``,
             ``norm_cfg``, ``act_cfg`` and ``align_corners`` default to the
@@ -101,16 +138,38 @@ class E2EConditionedHead(BaseDecodeHead):
             pipeline's ``CheckImageAndLabel`` checks them once per file).
             None (default): check them when they are on the CPU, where it
             costs no synchronisation; True: always; False: never.
-        **kwargs: :class:`BaseDecodeHead` arguments (``in_channels``,
-            ``channels``, ``num_classes``, ``in_index``, ...).
+        in_index (int | Sequence[int]): The feature levels the condition
+            reads. Defaults to -1.
+        input_transform (str, optional): As MMSeg's decode heads: None
+            (one level), 'resize_concat' or 'multiple_select'.
+        align_corners (bool): Of every resize. Defaults to False.
+        ignore_index (int): The label of unlabelled pixels. Defaults to
+            255.
+        out_channels (int, optional): Must be ``num_classes`` (one channel
+            per class); accepted for MMSeg configs.
+        norm_cfg (dict): Normalisation of the denoiser.
+        act_cfg (dict): Activation of the denoiser.
+        init_cfg (dict, optional): mmengine's initialisation config.
+        **kwargs: ``BaseDecodeHead`` arguments at their defaults
+            (:data:`DECODE_HEAD_DEFAULTS`) and the legacy denoiser
+            arguments (:data:`LEGACY_DENOISER_KEYS`).
     """
 
     def __init__(self,
+                 in_channels: Union[int, Sequence[int]],
+                 channels: int,
+                 num_classes: int,
+                 loss_decode: ConfigType,
                  denoiser: ConfigType = dict(type='DilatedResDenoiser'),
                  scale: float = 1.0,
                  working_stride: Optional[int] = None,
                  condition_on_e2e: bool = True,
                  debug: Optional[bool] = None,
+                 in_index: Union[int, Sequence[int]] = -1,
+                 input_transform: Optional[str] = None,
+                 align_corners: bool = False,
+                 ignore_index: int = 255,
+                 out_channels: Optional[int] = None,
                  norm_cfg: ConfigType = dict(type='ParallelGN', num_groups=8),
                  act_cfg: ConfigType = dict(type='SiLU'),
                  init_cfg=None,
@@ -127,8 +186,47 @@ class E2EConditionedHead(BaseDecodeHead):
                 logger='current',
                 level=logging.WARNING)
             denoiser.update(legacy)
-        super().__init__(
-            norm_cfg=norm_cfg, act_cfg=act_cfg, init_cfg=init_cfg, **kwargs)
+        for key, value in kwargs.items():
+            if key not in DECODE_HEAD_DEFAULTS:
+                raise TypeError(f'{type(self).__name__} got an unexpected '
+                                f'argument {key!r}')
+            if value != DECODE_HEAD_DEFAULTS[key]:
+                raise ValueError(
+                    f'{type(self).__name__}: {key}={value!r} has no meaning '
+                    'here (the denoiser has its own output layer); leave it '
+                    f'out or at {DECODE_HEAD_DEFAULTS[key]!r}')
+        super().__init__(init_cfg=init_cfg)
+        if input_transform not in INPUT_TRANSFORMS:
+            raise ValueError(f'input_transform must be one of '
+                             f'{INPUT_TRANSFORMS}, got {input_transform!r}')
+        if input_transform is not None and not (isinstance(
+                in_channels, (list, tuple)) and isinstance(
+                    in_index,
+                    (list, tuple)) and len(in_channels) == len(in_index)):
+            raise ValueError(
+                f'input_transform={input_transform!r} needs in_channels and '
+                'in_index as lists of one length, got '
+                f'in_channels={in_channels!r}, in_index={in_index!r}')
+        if input_transform is None and not (isinstance(in_channels, int)
+                                            and isinstance(in_index, int)):
+            raise ValueError(
+                'one feature level (input_transform=None) needs int '
+                f'in_channels and in_index, got in_channels={in_channels!r}, '
+                f'in_index={in_index!r}')
+        self.input_transform = input_transform
+        self.in_index = in_index
+        self.in_channels = (
+            sum(in_channels)
+            if input_transform == 'resize_concat' else in_channels)
+        self.channels = channels
+        self.num_classes = num_classes
+        self.out_channels = num_classes if out_channels is None else (
+            out_channels)
+        self.align_corners = align_corners
+        self.ignore_index = ignore_index
+        self.norm_cfg = norm_cfg
+        self.act_cfg = act_cfg
+        self.loss_decode = build_losses(loss_decode)
         if scale <= 0:
             raise ValueError(f'scale must be > 0, got {scale}')
         if working_stride is not None and working_stride < 1:
@@ -143,9 +241,6 @@ class E2EConditionedHead(BaseDecodeHead):
         self.working_stride = working_stride
         self.condition_on_e2e = condition_on_e2e
         self.debug = None if debug is None else bool(debug)
-        # the denoiser has its own output layer
-        del self.conv_seg
-        # BaseDecodeHead sums in_channels for input_transform='resize_concat'
         for key, value in dict(
                 in_channels=self.in_channels,
                 channels=self.channels,
@@ -158,9 +253,42 @@ class E2EConditionedHead(BaseDecodeHead):
         self.denoiser = MODELS.build(denoiser)
         self.register_load_state_dict_pre_hook(move_legacy_denoiser_keys)
 
-    def cls_seg(self, feat: Tensor) -> Tensor:
-        raise NotImplementedError(
-            'the denoiser gives the output; call forward()')
+    # ------------------------------------------------------------------
+    # the contract (:class:`ResEnsembleSegmentor` calls these two)
+    # ------------------------------------------------------------------
+    def loss(self, inputs: List[Tensor], e2e_probs: Tensor,
+             batch_data_samples: SampleList,
+             train_cfg: Optional[ConfigType]) -> Dict[str, Tensor]:
+        """The training losses.
+
+        Args:
+            inputs (list[Tensor]): The frozen E2E learner's feature levels,
+                each (N, Ci, hi, wi).
+            e2e_probs (Tensor): Its probabilities (N, K, H', W').
+            batch_data_samples (list[SegDataSample]): With ``gt_sem_seg``.
+            train_cfg (dict, optional): The segmentor's ``train_cfg``.
+
+        Returns:
+            dict[str, Tensor]: The losses, by ``loss_name``.
+        """
+        raise NotImplementedError
+
+    def predict(self, inputs: List[Tensor], e2e_probs: Tensor,
+                input_size: Sequence[int],
+                test_cfg: ConfigType) -> Dict[str, Tensor]:
+        """The prediction.
+
+        Args:
+            inputs (list[Tensor]): As :meth:`loss`.
+            e2e_probs (Tensor): As :meth:`loss`.
+            input_size (Sequence[int]): The network input size (H, W).
+            test_cfg (dict): The segmentor's ``test_cfg``.
+
+        Returns:
+            dict[str, Tensor]: ``probs`` (N, K, h, w), normalised over the
+            classes, and ``uncertainty`` (N, 1, h, w); heads may add more.
+        """
+        raise NotImplementedError
 
     # ------------------------------------------------------------------
     # the network
@@ -232,7 +360,7 @@ class E2EConditionedHead(BaseDecodeHead):
             [-s, s], the one-hot ground truth ``onehot`` (N, K, h, w) in
             [0, 1] and the labelled-pixel mask ``valid`` (N, 1, h, w).
         """
-        seg_label = self._stack_batch_gt(batch_data_samples)
+        seg_label = stack_labels(batch_data_samples)
         cond = self.encode_condition(inputs, seg_label.shape[-2:])
         size = cond.shape[-2:]
         x_hat = self.encode_e2e(e2e_probs, size)
@@ -275,7 +403,7 @@ class E2EConditionedHead(BaseDecodeHead):
         Returns:
             dict[str, Tensor]: One entry per ``loss_name``.
         """
-        seg_label = self._stack_batch_gt(batch_data_samples)
+        seg_label = stack_labels(batch_data_samples)
         if tuple(seg_logits.shape[-2:]) != tuple(seg_label.shape[-2:]):
             seg_logits = resize(
                 seg_logits,

@@ -129,7 +129,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
             paper): no such loss.
         **kwargs: :class:`E2EConditionedHead` arguments (``denoiser``,
             ``scale``, ``working_stride``, ``condition_on_e2e``, ``debug``)
-            and :class:`BaseDecodeHead`'s (``in_channels``, ``channels``,
+            and the decode-head arguments (``in_channels``, ``channels``,
             ``num_classes``, ``in_index``, ...).
     """
 
