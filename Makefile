@@ -43,8 +43,12 @@ $(STAMP): setup.py requirements/runtime.txt requirements/mmcv.txt requirements/t
 lint: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
+# one worker per core (pytest-xdist), one thread per worker: the tests are
+# small, and threads would only compete with the other workers
+PYTEST_WORKERS ?= auto
+
 pytest: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint pytest
 

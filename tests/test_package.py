@@ -14,7 +14,7 @@ from mmseg.registry import (DATASETS, HOOKS, METRICS, MODELS,
                             OPTIM_WRAPPER_CONSTRUCTORS, TRANSFORMS)
 expected = {
     MODELS: ['ResEnsembleSegmentor', 'ResidualDiffusionHead',
-             'NoisePredictionLoss'],
+             'DiffusionTargetLoss', 'NoisePredictionLoss'],
     HOOKS: ['E2ECacheHook', 'RandomStateHook', 'NonFiniteLossHook',
             'ResEnsembleSanityCheckHook', 'AtomicCheckpointHook'],
     TRANSFORMS: ['LoadE2ECache', 'PackResEnsembleInputs',

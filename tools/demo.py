@@ -28,9 +28,10 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 import mmseg_resensemble  # noqa: F401
-from mmseg_resensemble.apis import (evaluate_learners, format_iou_table,
-                                    load_resensemble, load_run_config,
-                                    side_by_side, train_or_reuse)
+from mmseg_resensemble.benchmarking import (evaluate_learners,
+                                            format_iou_table, load_resensemble,
+                                            load_run_config, side_by_side,
+                                            train_or_reuse)
 from mmseg_resensemble.datasets import generate_shapes_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -27,7 +27,7 @@ from mmengine.config import DictAction
 from mmseg.apis import inference_model, init_model
 
 import mmseg_resensemble  # noqa: F401
-from mmseg_resensemble.apis import side_by_side
+from mmseg_resensemble.benchmarking import side_by_side
 from mmseg_resensemble.utils import (check_checkpoint_covers_model,
                                      read_checkpoint)
 

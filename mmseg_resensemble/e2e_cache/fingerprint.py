@@ -127,7 +127,7 @@ def fingerprint_fields(model: nn.Module,
     """
     # imported here: the store imports this module, and reading a cache
     # needs no models
-    from ..models.segmentors.e2e_learner import is_absent_file, load_e2e_config
+    from ..models.utils.e2e_learner import is_absent_file, load_e2e_config
     e2e_cfg = None
     model_cfg = cfg.get('model') if cfg is not None else None
     if model_cfg is not None and model_cfg.get('e2e') is not None:

@@ -21,8 +21,8 @@ from mmseg.registry import DATASETS, MODELS
 
 import mmseg_resensemble  # noqa: F401
 import mmseg_resensemble.datasets.camvid  # noqa: F401  (registers it)
-from mmseg_resensemble.models.segmentors.e2e_learner import (auto_levels,
-                                                             load_e2e_config)
+from mmseg_resensemble.models.utils.e2e_learner import (auto_levels,
+                                                        load_e2e_config)
 from mmseg_resensemble.utils.mobilenetv2_converter import convert_mobilenetv2
 from tests.test_tools.test_mobilenetv2_converter import source_state_dict
 from tests.tiny_models import make_batch
@@ -145,7 +145,7 @@ def test_config_builds(name):
         data = model.data_preprocessor(
             make_batch(n=2, size=size, num_classes=model.num_classes), True)
         losses = model(**data, mode='loss')
-        assert torch.isfinite(losses['decode.loss_noise'])
+        assert torch.isfinite(losses['decode.loss_diffusion'])
         model.eval()
         data = model.data_preprocessor(
             make_batch(n=1, size=size, num_classes=model.num_classes), False)

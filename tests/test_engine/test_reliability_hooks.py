@@ -115,7 +115,7 @@ def nan_at_second_iteration(monkeypatch):
         losses = original(self, *args, **kwargs)
         calls.append(1)
         if len(calls) >= 2:
-            losses['loss_noise'] = losses['loss_noise'] * float('nan')
+            losses['loss_diffusion'] = losses['loss_diffusion'] * float('nan')
         return losses
 
     monkeypatch.setattr(ResidualDiffusionHead, 'loss', loss)
@@ -134,7 +134,7 @@ def test_training_stops_at_the_non_finite_iteration(tmp_path, data_root,
         runner.train()
     message = str(info.value)
     assert 'iteration 2:' in message
-    assert 'decode.loss_noise=nan' in message and 'loss=nan' in message
+    assert 'decode.loss_diffusion=nan' in message and 'loss=nan' in message
     assert osp.join(work_dir, 'iter_1.pth') in message
     # the poisoned weights of iteration 2 were never saved
     assert osp.isfile(osp.join(work_dir, 'iter_1.pth'))
@@ -173,16 +173,16 @@ def test_non_finite_loss_hook_checks():
     outputs = dict(
         loss=torch.tensor(float('inf')),
         **{
-            'decode.loss_noise': torch.tensor(float('inf')),
+            'decode.loss_diffusion': torch.tensor(float('inf')),
             'decode.acc_seg': torch.tensor(float('nan')),  # not a loss
             'aux.loss_ce': torch.tensor(0.5)
         })
     assert list(
-        hook.non_finite_losses(outputs)) == ['loss', 'decode.loss_noise']
+        hook.non_finite_losses(outputs)) == ['loss', 'decode.loss_diffusion']
     with pytest.raises(
             FloatingPointError,
             match=r'iteration 8: losses '
-            r'loss=inf, decode\.loss_noise=inf'):
+            r'loss=inf, decode\.loss_diffusion=inf'):
         hook.after_train_iter(fake_runner(7), 0, outputs=outputs)
     # finite outputs pass
     hook.after_train_iter(fake_runner(8), 0, outputs=dict(loss=torch.ones(())))

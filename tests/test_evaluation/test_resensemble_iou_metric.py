@@ -5,7 +5,7 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
-from mmseg_resensemble.apis import ConfusionCounter, format_iou_table
+from mmseg_resensemble.benchmarking import ConfusionCounter, format_iou_table
 from mmseg_resensemble.evaluation import ResEnsembleIoUMetric
 
 

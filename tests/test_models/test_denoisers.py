@@ -49,7 +49,7 @@ def test_a_config_swaps_the_denoiser():
     assert not any(isinstance(m, DilatedResDenoiser) for m in head.modules())
     feats, probs, labels = random_inputs()
     loss = head.loss(feats, probs, samples_with_gt(labels), None)
-    loss['loss_noise'].backward()
+    loss['loss_diffusion'].backward()
     assert head.denoiser.out.weight.grad is not None
     out = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=2))
     assert out['probs'].shape == (2, 3, 8, 8)
@@ -187,7 +187,7 @@ def test_separable_blocks_start_as_the_identity_and_train():
     assert torch.equal(blocks[0](x, temb), x)
     feats, probs, labels = random_inputs()
     loss = head.loss(feats, probs, samples_with_gt(labels), None)
-    loss['loss_noise'].backward()
+    loss['loss_diffusion'].backward()
     assert blocks[0].pwconv2.weight.grad.abs().sum() > 0
     out = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=2))
     assert out['probs'].shape == (2, 3, 8, 8)

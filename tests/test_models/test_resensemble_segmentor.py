@@ -33,8 +33,8 @@ def test_loss_and_predict(e2e_fn):
     model = build_model(e2e_fn())
     data = model.data_preprocessor(make_batch(), True)
     losses = model(**data, mode='loss')
-    assert set(losses) == {'decode.loss_noise'}
-    assert torch.isfinite(losses['decode.loss_noise'])
+    assert set(losses) == {'decode.loss_diffusion'}
+    assert torch.isfinite(losses['decode.loss_diffusion'])
     model.eval()
     data = model.data_preprocessor(make_batch(), False)
     results = model(**data, mode='predict')
@@ -159,7 +159,7 @@ def test_binary_task_with_sigmoid_e2e():
     e2e['decode_head'].update(out_channels=1, threshold=0.5)
     model = build_model(e2e, decode_head=head_cfg(num_classes=2))
     data = model.data_preprocessor(make_batch(num_classes=2), True)
-    assert torch.isfinite(model(**data, mode='loss')['decode.loss_noise'])
+    assert torch.isfinite(model(**data, mode='loss')['decode.loss_diffusion'])
     model.eval()
     data = model.data_preprocessor(make_batch(num_classes=2), False)
     result = model(**data, mode='predict')[0]
@@ -346,13 +346,13 @@ def test_auto_in_channels():
     assert model.decode_head.in_index == [1, 3]
     assert model.decode_head.in_channels == 8 + 80
     data = model.data_preprocessor(make_batch(), True)
-    assert torch.isfinite(model(**data, mode='loss')['decode.loss_noise'])
+    assert torch.isfinite(model(**data, mode='loss')['decode.loss_diffusion'])
     # one level without an input transform: BaseDecodeHead's ints
     model = build_model(
         decode_head=head_cfg(
             in_channels='auto', in_index=2, input_transform=None))
     assert model.decode_head.in_index == 2
     assert model.decode_head.in_channels == 24
-    assert torch.isfinite(model(**data, mode='loss')['decode.loss_noise'])
+    assert torch.isfinite(model(**data, mode='loss')['decode.loss_diffusion'])
     with pytest.raises(ValueError, match=r'in_index=\(1, 4\) is out of range'):
         build_model(decode_head=head_cfg(in_channels='auto', in_index=(1, 4)))

@@ -81,8 +81,8 @@ def test_loss_is_finite_and_trains():
     head = build_head()
     feats, probs, labels = random_inputs()
     losses = head.loss(feats, probs, samples_with_gt(labels), None)
-    assert set(losses) == {'loss_noise'}
-    loss = losses['loss_noise']
+    assert set(losses) == {'loss_diffusion'}
+    loss = losses['loss_diffusion']
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     grads = [p.grad for p in head.parameters() if p.requires_grad]
@@ -123,7 +123,7 @@ def test_ignored_pixels_add_nothing():
     feats, probs, labels = random_inputs()
     labels[:] = 255
     loss = head.loss(feats, probs, samples_with_gt(labels), None)
-    assert loss['loss_noise'].item() == 0
+    assert loss['loss_diffusion'].item() == 0
 
 
 def test_plain_ddpm_target_is_x0(monkeypatch):
@@ -193,7 +193,8 @@ def test_binary_task():
     probs = torch.softmax(torch.randn(2, 2, 8, 8), 1)
     labels = torch.randint(0, 2, (2, 8, 8))
     assert torch.isfinite(
-        head.loss(feats, probs, samples_with_gt(labels), None)['loss_noise'])
+        head.loss(feats, probs, samples_with_gt(labels),
+                  None)['loss_diffusion'])
     out = head.predict(feats, probs, (8, 8), dict(sampler='ddim', num_steps=2))
     assert out['probs'].shape == (2, 2, 8, 8)
 
@@ -231,7 +232,7 @@ def test_other_prediction_types_train_and_sample(monkeypatch, prediction_type):
         diffusion=dict(num_timesteps=10, prediction_type=prediction_type))
     feats, probs, labels = random_inputs()
     loss = head.loss(feats, probs, samples_with_gt(labels), None)
-    assert torch.isfinite(loss['loss_noise'])
+    assert torch.isfinite(loss['loss_diffusion'])
     # an oracle that outputs the exact target recovers the ground truth
     onehot = torch.nn.functional.one_hot(labels, K).permute(0, 3, 1, 2).float()
     x_start = 2 * probs_to_analog(onehot, 1.) - probs_to_analog(probs, 1.)
@@ -401,7 +402,9 @@ def test_loss_ensemble_adds_every_task_loss_with_gradients(prediction_type):
     feats, probs, labels = random_inputs()
     labels[0, :2] = 255  # ignored pixels
     losses = head.loss(feats, probs, samples_with_gt(labels), None)
-    assert set(losses) == {'loss_noise', 'loss_ce', 'loss_lovasz', 'loss_dice'}
+    assert set(losses) == {
+        'loss_diffusion', 'loss_ce', 'loss_lovasz', 'loss_dice'
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     losses['loss_ce'].backward()
     grads = [p.grad for p in head.parameters() if p.grad is not None]
@@ -573,7 +576,7 @@ def test_both_heads_honour_one_contract(head_type):
         **({
             'loss_decode': TASK_LOSSES
         } if head_type == 'E2ERefinerHead' else {
-            'loss_decode': [dict(type='NoisePredictionLoss')],
+            'loss_decode': [dict(type='DiffusionTargetLoss')],
             'loss_ensemble': TASK_LOSSES
         }))
     assert not isinstance(head, BaseDecodeHead)

@@ -18,8 +18,8 @@ from mmseg.registry import MODELS
 
 import mmseg_resensemble  # noqa: F401
 from mmseg_resensemble.datasets import generate_shapes_dataset
-from mmseg_resensemble.models.segmentors.e2e_learner import (auto_levels,
-                                                             load_e2e_config)
+from mmseg_resensemble.models.utils.e2e_learner import (auto_levels,
+                                                        load_e2e_config)
 from tests.tiny_models import make_batch
 
 CONFIGS = osp.join(
@@ -165,7 +165,7 @@ def test_zoo_family(name):
     model.train()
     data = model.data_preprocessor(
         make_batch(n=1, size=size, num_classes=num_classes), True)
-    loss = model(**data, mode='loss')['decode.loss_noise']
+    loss = model(**data, mode='loss')['decode.loss_diffusion']
     assert torch.isfinite(loss)
     loss.backward()
     grads = [p.grad for p in model.decode_head.parameters()]

@@ -124,7 +124,7 @@ def res_run(e2e_run, data_root, tmp_path_factory):
 
 def test_train_and_test_resensemble(res_run, data_root):
     work_dir, e2e_ckpt, out, options = res_run
-    assert 'decode.loss_noise' in out
+    assert 'decode.loss_diffusion' in out
     ckpt = torch.load(osp.join(work_dir, 'iter_3.pth'))
     e2e_state = torch.load(e2e_ckpt)['state_dict']
     for k, v in e2e_state.items():

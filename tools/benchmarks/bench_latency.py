@@ -42,9 +42,9 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import mmseg_resensemble  # noqa: F401
-from mmseg_resensemble.apis.figures import lines_figure
+from mmseg_resensemble.benchmarking.figures import lines_figure
 from mmseg_resensemble.models.decode_heads import TEST_CFG_DEFAULTS
-from mmseg_resensemble.models.segmentors.e2e_learner import load_e2e_config
+from mmseg_resensemble.models.utils.e2e_learner import load_e2e_config
 
 
 def parse_args():

@@ -86,11 +86,13 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 
 import mmseg_resensemble  # noqa: F401
-from mmseg_resensemble.apis import (ConfusionCounter, evaluate_learners,
-                                    final_checkpoint, load_resensemble,
-                                    load_run_config, train_or_reuse)
-from mmseg_resensemble.apis.figures import (lines_figure, per_class_iou_figure,
-                                            reliability_figure)
+from mmseg_resensemble.benchmarking import (ConfusionCounter,
+                                            evaluate_learners,
+                                            final_checkpoint, load_resensemble,
+                                            load_run_config, train_or_reuse)
+from mmseg_resensemble.benchmarking.figures import (lines_figure,
+                                                    per_class_iou_figure,
+                                                    reliability_figure)
 from mmseg_resensemble.datasets import generate_shapes_dataset
 from mmseg_resensemble.datasets.folder_layout import (folder_dataset,
                                                       inspect_folder,

@@ -118,7 +118,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
             itself; or 'v'). Missing keys take the paper's values
             (:data:`~mmseg_resensemble.diffusion.DIFFUSION`).
         loss_decode (dict): The loss of the network's output and its
-            target. Defaults to ``NoisePredictionLoss``.
+            target. Defaults to ``DiffusionTargetLoss``.
         loss_ensemble (dict | list[dict], optional): MMSeg losses (for
             instance ``CrossEntropyLoss``, ``LovaszLoss``, ``DiceLoss``) of
             the ensemble w·x̄0 + (1 − w)·x̂0 the sampler would return at the
@@ -139,7 +139,7 @@ class ResidualDiffusionHead(E2EConditionedHead):
     def __init__(self,
                  residual_target: bool = True,
                  diffusion: ConfigType = dict(),
-                 loss_decode: ConfigType = dict(type='NoisePredictionLoss'),
+                 loss_decode: ConfigType = dict(type='DiffusionTargetLoss'),
                  loss_ensemble: Optional[ConfigType] = None,
                  **kwargs) -> None:
         diffusion = dict(diffusion)

@@ -1,4 +1,4 @@
 # Copyright (c) mmseg-resensemble contributors. All rights reserved.
-from .noise_prediction_loss import NoisePredictionLoss
+from .diffusion_target_loss import DiffusionTargetLoss
 
-__all__ = ['NoisePredictionLoss']
+__all__ = ['DiffusionTargetLoss']

@@ -19,9 +19,10 @@ from mmseg.utils import (ConfigType, OptConfigType, OptMultiConfig,
 from torch import Tensor
 
 from ..decode_heads import TEST_CFG_DEFAULTS
-from .e2e_learner import (check_e2e_type, e2e_test_mode, feature_levels,
-                          is_absent_file, load_e2e_checkpoint, load_e2e_config,
-                          merge_data_preprocessor, resolve_in_channels)
+from ..utils.e2e_learner import (check_e2e_type, e2e_test_mode, feature_levels,
+                                 is_absent_file, load_e2e_checkpoint,
+                                 load_e2e_config, merge_data_preprocessor,
+                                 resolve_in_channels)
 
 # heads whose predict() gives class-probability x mask-probability scores
 MASK_CLASSIFICATION_HEADS = (MaskFormerHead, Mask2FormerHead)
@@ -59,7 +60,7 @@ class ResEnsembleSegmentor(BaseSegmentor):
             levels ``in_index`` from one probe of the E2E learner at build
             time; with ``in_index=None`` too, the levels are the highest-
             and the lowest-resolution ones (see
-            :func:`~mmseg_resensemble.models.segmentors.e2e_learner.auto_levels`).
+            :func:`~mmseg_resensemble.models.utils.e2e_learner.auto_levels`).
         e2e_checkpoint (str, optional): Weights of the E2E learner (local
             path or URL), loaded at build time. A trained ResEnsemble
             checkpoint holds them too: where the local file does not exist

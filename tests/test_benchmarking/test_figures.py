@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmseg_resensemble.apis.figures import (lines_figure, per_class_iou_figure,
-                                            reliability_figure)
+from mmseg_resensemble.benchmarking.figures import (lines_figure,
+                                                    per_class_iou_figure,
+                                                    reliability_figure)
 from mmseg_resensemble.evaluation import CalibrationCounter
 
 

@@ -8,22 +8,27 @@ from torch import Tensor
 
 
 @MODELS.register_module()
-class NoisePredictionLoss(nn.Module):
-    """The ε-prediction loss ‖ε − εθ(x̄t, I0, t)‖² (Algorithm 1).
+class DiffusionTargetLoss(nn.Module):
+    """The diffusion loss: the MSE of the network's output against the
+    diffusion's training target.
 
-    Mean squared error over channels and valid pixels; pixels whose weight
-    is 0 (ignored labels, padding) add nothing. With the head's other
-    ``prediction_type``s the target is x̄0 ('sample') or v, the same MSE.
+    The target follows the diffusion's ``prediction_type``: x̄0 itself for
+    'sample' (every shipped config), ε for 'epsilon' (‖ε − εθ(x̄t, I0, t)‖²,
+    Algorithm 1) or v for 'v'. Mean squared error over channels and valid
+    pixels; pixels whose weight is 0 (ignored labels, padding) add nothing.
+
+    Also registered as ``NoisePredictionLoss``, its former name, so older
+    configs and the configs saved in checkpoints still build.
 
     Args:
         loss_weight (float): Weight of the loss. Defaults to 1.0.
         loss_name (str): Name in the log; must start with ``loss_`` to be
-            back-propagated. Defaults to 'loss_noise'.
+            back-propagated. Defaults to 'loss_diffusion'.
     """
 
     def __init__(self,
                  loss_weight: float = 1.0,
-                 loss_name: str = 'loss_noise') -> None:
+                 loss_name: str = 'loss_diffusion') -> None:
         super().__init__()
         if not loss_name.startswith('loss_'):
             raise ValueError(
@@ -38,8 +43,9 @@ class NoisePredictionLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            pred (Tensor): Predicted noise of shape (N, K, h, w).
-            target (Tensor): True noise of shape (N, K, h, w).
+            pred (Tensor): The network's output of shape (N, K, h, w).
+            target (Tensor): The diffusion's training target (x̄0, ε or v)
+                of shape (N, K, h, w).
             weight (Tensor, optional): Pixel weights of shape (N, 1, h, w).
 
         Returns:
@@ -56,3 +62,7 @@ class NoisePredictionLoss(nn.Module):
     @property
     def loss_name(self) -> str:
         return self._loss_name
+
+
+# the former name, kept for older configs and checkpoints' saved configs
+MODELS.register_module(name='NoisePredictionLoss', module=DiffusionTargetLoss)

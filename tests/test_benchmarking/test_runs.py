@@ -4,7 +4,7 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from mmseg_resensemble.apis import load_resensemble
+from mmseg_resensemble.benchmarking import load_resensemble
 from tests.tiny_models import fcn_e2e, head_cfg
 
 META = dict(classes=('a', 'b', 'c'), palette=[[0, 0, 0]] * 3)
